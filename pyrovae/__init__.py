@@ -1,0 +1,2 @@
+from .config import ModelConfig, TrainConfig
+from .model import VAE, Guide, Model

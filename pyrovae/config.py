@@ -1,0 +1,85 @@
+"""One frozen dataclass per concern; each is the single source of its defaults.
+
+The CLI reads its option defaults from these classes and a run directory stores them as JSON,
+so a run is rebuilt from ``config.json`` (or from a checkpoint) alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASETS = ("mnist", "fashionmnist", "synthetic")
+ELBOS = ("trace", "meanfield")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The VAE: ``z ~ N(0, I)`` of size ``z_dim``, MLPs with ``hidden_dims``, images of ``image_shape``."""
+
+    image_shape: tuple[int, ...] = (28, 28)
+    z_dim: int = 20
+    hidden_dims: tuple[int, ...] = (400,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        for size in self.image_shape:
+            _positive_int("image_shape", size)
+        _positive_int("z_dim", self.z_dim)
+        if not self.hidden_dims:
+            raise ValueError("hidden_dims must name at least one hidden layer")
+        for size in self.hidden_dims:
+            _positive_int("hidden_dims", size)
+
+    @property
+    def x_dim(self) -> int:
+        return math.prod(self.image_shape)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is fitted: data, optimiser, ELBO estimator, where the run goes."""
+
+    dataset: str = "fashionmnist"
+    data_dir: str | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    elbo: str = "trace"
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    # Images per forward pass when evaluating; only memory depends on it.
+    eval_batch_size: int = 1000
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig(**self.model))
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.elbo not in ELBOS:
+            raise ValueError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**d)

@@ -1,0 +1,96 @@
+"""Run-directory files, each written atomically: a temporary file in the same folder, then a rename."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from .config import TrainConfig
+from .errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+METRIC_COLUMNS = ("epoch", "train_elbo", "test_elbo", "seconds")
+_FORMAT = "pyrovae-checkpoint"
+_VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    # The pid keeps concurrent writers apart; open() (unlike mkstemp) honours the umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    write_text(run_dir / CONFIG, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(run_dir / METRICS, buf.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(Path(run_dir) / METRICS, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def save_checkpoint(path: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+    """Save ``state`` (tensors, numbers, strings, nested dicts and lists) with the run's config.
+
+    The config goes in as plain JSON types, so the file rebuilds the model on its own and loads with
+    ``torch.load(weights_only=True)``: loading a checkpoint never runs code.
+    """
+    payload = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "config": json.loads(json.dumps(config.to_dict())),
+        **state,
+    }
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[TrainConfig, dict]:
+    """Read a checkpoint written by :func:`save_checkpoint`; any other file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a readable pyrovae checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise UserError(f"{path} is not a pyrovae checkpoint")
+    if payload.get("version") != _VERSION:
+        raise UserError(f"{path} has checkpoint version {payload.get('version')}, expected {_VERSION}")
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} holds an invalid config: {e}") from None
+    return config, payload

@@ -1,0 +1,92 @@
+"""The VAE as a Pyro program (Kingma and Welling, 2014).
+
+Generative model (the decoder)::
+
+    z_n ~ N(0, I)                          n = 1..N,  z_n in R^{z_dim}
+    x_n ~ Bernoulli(logits = f_theta(z_n))  x_n in {0, 1}^D
+
+Inference model (the guide, the encoder)::
+
+    z_n ~ N(loc_phi(x_n), diag(scale_phi(x_n)^2))
+
+Both are trained together by maximising the ELBO,
+``E_q[log p(x, z) - log q(z | x)] <= log p(x)``, with Pyro's ``Trace_ELBO``.
+
+Example::
+
+    vae = VAE(ModelConfig(z_dim=20))
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)  # x: (N, 784) in {0, 1}
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from .config import ModelConfig
+from .networks import Decoder, Encoder
+
+
+class Model(PyroModule):
+    """``p(x, z) = p(z) p(x | z)``; the sites are ``"z"`` and ``"x"`` in the plate ``"data"``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.decoder = Decoder(config.z_dim, config.hidden_dims, config.x_dim)
+        # Buffers, not constants, so that .to(device) is the only device code.
+        self.register_buffer("prior_loc", torch.zeros(config.z_dim))
+        self.register_buffer("prior_scale", torch.ones(config.z_dim))
+
+    def prior(self) -> dist.Distribution:
+        """``p(z) = N(0, I)``."""
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    def likelihood(self, z: torch.Tensor) -> dist.Distribution:
+        """``p(x | z)``: independent Bernoulli pixels."""
+        return dist.Bernoulli(logits=self.decoder(z)).to_event(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # dim=-1 leaves the dimensions on the left free for a particles plate (see log_likelihood).
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", self.prior())
+            return pyro.sample("x", self.likelihood(z), obs=x)
+
+
+class Guide(PyroModule):
+    """``q(z | x) = N(loc(x), diag(scale(x)^2))``, amortised by the encoder."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.encoder = Encoder(config.x_dim, config.hidden_dims, config.z_dim)
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0], dim=-1):
+            return pyro.sample("z", self.posterior(x))
+
+
+class VAE(nn.Module):
+    """The model and its guide, with the helpers that look at what they learned."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else ModelConfig()
+        self.model = Model(self.config)
+        self.guide = Guide(self.config)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Pixel means ``E[x | z]`` of ``num_samples`` draws ``z ~ p(z)``: (num_samples, D)."""
+        z = self.model.prior().sample((num_samples,))
+        return self.model.likelihood(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel means ``E[x | z]`` at the posterior mean ``z = E_q[z | x]``: (N, D)."""
+        return self.model.likelihood(self.guide.posterior(x).mean).mean

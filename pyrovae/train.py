@@ -1,0 +1,193 @@
+"""Fitting a VAE by stochastic variational inference, and the run directory it leaves behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import io, plots
+from .config import TrainConfig
+from .data import Dataset, binarize, binarize_test, load_dataset
+from .errors import UserError
+from .model import VAE
+
+# TraceMeanField_ELBO uses the analytic KL(q || p) where Pyro knows it, a lower-variance estimate of
+# the same bound; Trace_ELBO estimates log p(x, z) - log q(z | x) at a draw of z.
+ELBO_ESTIMATORS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+
+
+class Diverged(UserError):
+    """The ELBO became NaN or infinite; the run directory keeps the last good checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU; ``cuda`` without CUDA is a :class:`UserError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def elbo_loss(vae: VAE, estimator: str = "trace") -> nn.Module:
+    """``x -> -ELBO(x)``, summed over the rows of ``x``, as a differentiable ``nn.Module``.
+
+    This is Pyro's own ``ELBO(...)(model, guide)`` (see Pyro's ``examples/svi_torch.py``): the same
+    estimator and gradients as ``pyro.infer.SVI``, its parameters those of the model and guide, so a
+    plain torch optimizer steps them.
+    """
+    return ELBO_ESTIMATORS[estimator]()(vae.model, vae.guide)
+
+
+def train_epoch(
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    batch_size: int,
+    progress: Callable[[int], object] | None = None,
+) -> torch.Tensor:
+    """One pass over ``x`` (uint8 grey levels, (N, D)) in a random order; returns the mean ELBO.
+
+    Each batch is an index slice of ``x``, binarized afresh. The ELBO is accumulated on the device,
+    so no step waits for the host.
+    """
+    total = torch.zeros((), device=x.device)
+    for idx in torch.randperm(len(x), device=x.device).split(batch_size):
+        loss = loss_fn(binarize(x[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        if progress is not None:
+            progress(len(idx))
+    return -total / len(x)
+
+
+@torch.no_grad()
+def evaluate_elbo(loss_fn: nn.Module, x: torch.Tensor, batch_size: int) -> float:
+    """The mean ELBO, in nats per image, of binary images ``x`` (N, D)."""
+    total = sum(loss_fn(batch) for batch in x.split(batch_size))
+    return -float(total) / len(x)
+
+
+def default_run_dir(dataset: str) -> Path:
+    return Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _create_run_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"output folder {path} already exists and is not empty; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {path}: {e.strerror or e}") from None
+
+
+def fit(
+    config: TrainConfig, data: Dataset | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """Train a VAE as ``config`` says and write its run directory; returns the directory.
+
+    Everything that can be checked (device, data, output folder) is checked before the directory is
+    made, so bad input leaves nothing behind.
+    """
+    device = resolve_device(config.device)
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, image_shape=data.image_shape)
+    )
+    run_dir = Path(config.out) if config.out is not None else default_run_dir(config.dataset)
+    config = dataclasses.replace(config, out=str(run_dir))
+    _create_run_dir(run_dir)
+    try:
+        _train(config, data.to(device), run_dir, log)
+    except Diverged:
+        raise
+    except BaseException:
+        if not (run_dir / io.CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str], None]) -> None:
+    device = data.x_train.device
+    io.write_config(run_dir, config)
+    pyro.set_rng_seed(config.seed)
+    vae = VAE(config.model).to(device)
+    loss_fn = elbo_loss(vae, config.elbo)
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr)
+    x_test = binarize_test(data.x_test)
+    log(
+        f"fitting {config.dataset} ({len(data.x_train)} train, {len(data.x_test)} test images) "
+        f"on {device}, into {run_dir}"
+    )
+
+    metrics: list[dict[str, float]] = []
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        with tqdm(
+            total=len(data.x_train), desc=f"epoch {epoch}", unit="img", leave=False,
+            file=sys.stderr, disable=None,
+        ) as bar:
+            try:
+                train_elbo = float(
+                    train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update)
+                )
+            except ValueError:
+                # With Pyro's validation on, NaN parameters surface as a distribution's argument error.
+                if all(p.isfinite().all() for p in vae.parameters()):
+                    raise
+                train_elbo = math.nan
+        seconds = time.perf_counter() - start
+        test_elbo = evaluate_elbo(loss_fn, x_test, config.eval_batch_size)
+        if not (math.isfinite(train_elbo) and math.isfinite(test_elbo)):
+            kept = (
+                f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"
+                if epoch > 1
+                else "no epoch finished, so nothing is kept"
+            )
+            if epoch == 1:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise Diverged(f"training diverged in epoch {epoch}: the ELBO is not finite; {kept}")
+        metrics.append(
+            {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds}
+        )
+        io.save_checkpoint(
+            run_dir / io.CHECKPOINT,
+            config,
+            {"epoch": epoch, "model": vae.state_dict(), "optimizer": optimizer.state_dict()},
+        )
+        io.write_metrics(run_dir, metrics)
+        log(
+            f"epoch {epoch:3d}/{config.epochs}  train ELBO {train_elbo:9.3f}  "
+            f"test ELBO {test_elbo:9.3f}  ({seconds:.1f} s)"
+        )
+    plots.draw_run(vae, x_test, metrics, run_dir)
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[VAE, TrainConfig, dict]:
+    """The VAE of a run directory, rebuilt from its checkpoint alone, in eval mode on ``device``."""
+    config, payload = io.load_checkpoint(Path(run_dir) / io.CHECKPOINT, map_location=device)
+    vae = VAE(config.model)
+    try:
+        vae.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({e})") from None
+    return vae.to(device).eval(), config, payload
