@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
-from pyrovae.config import DATASETS, DEVICES, ELBOS, ModelConfig, TrainConfig
+from pyrovae.config import DATASETS, DEVICES, ELBOS, SPLITS, EvalConfig, ModelConfig, TrainConfig
 from pyrovae.errors import UserError
 
 
@@ -40,6 +41,21 @@ class SizeList(click.ParamType):
         return sizes
 
 
+class PositiveFloat(click.ParamType):
+    """A finite number above zero (click's FloatRange lets nan and inf through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value!r} is not a finite positive number", param, ctx)
+        return number
+
+
 POSITIVE_INT = click.IntRange(min=1)
 
 
@@ -58,26 +74,80 @@ def cli() -> None:
 )
 @click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs)
 @click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr,
-              help="Adam's learning rate.")
+@click.option("--lr", type=PositiveFloat(), default=TrainConfig.lr, help="Adam's learning rate.")
 @click.option("--z-dim", type=POSITIVE_INT, default=ModelConfig.z_dim, help="Latent dimensions.")
-@click.option("--hidden-dims", type=SizeList(), default=",".join(map(str, ModelConfig.hidden_dims)),
-              help="Hidden layer sizes of the encoder (the decoder mirrors them), e.g. 200,200.")
-@click.option("--elbo", type=click.Choice(ELBOS), default=TrainConfig.elbo,
-              help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL).")
+@click.option(
+    "--hidden-dims",
+    type=SizeList(),
+    default=",".join(map(str, ModelConfig.hidden_dims)),
+    help="Hidden layer sizes of the encoder (the decoder mirrors them), e.g. 200,200.",
+)
+@click.option(
+    "--elbo",
+    type=click.Choice(ELBOS),
+    default=TrainConfig.elbo,
+    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL).",
+)
 @click.option("--seed", type=int, default=TrainConfig.seed)
-@click.option("--device", type=click.Choice(DEVICES), default=TrainConfig.device,
-              help="auto: CUDA when present, else the CPU.")
-@click.option("--out", type=click.Path(), default=None,
-              help="Run directory  [default: runs/<dataset>-<timestamp>]")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default=TrainConfig.device,
+    help="auto: CUDA when present, else the CPU.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Run directory  [default: runs/<dataset>-<timestamp>]",
+)
 @user_errors
 def fit(z_dim: int, hidden_dims: tuple[int, ...], **options) -> None:
     """Train a VAE and write its run directory: config, checkpoint, metrics and pictures."""
     from pyrovae.train import fit as fit_vae  # deferred: --help need not import torch
 
-    model = ModelConfig(z_dim=z_dim, hidden_dims=hidden_dims)
-    run_dir = fit_vae(TrainConfig(model=model, **options), log=click.echo)
+    try:
+        config = TrainConfig(model=ModelConfig(z_dim=z_dim, hidden_dims=hidden_dims), **options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    run_dir = fit_vae(config, log=click.echo)
     click.echo(f"wrote {run_dir}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--num-samples",
+    type=POSITIVE_INT,
+    default=EvalConfig.num_samples,
+    help="Importance samples K per image.",
+)
+@click.option("--split", type=click.Choice(SPLITS), default=EvalConfig.split)
+@click.option(
+    "--chunk-size",
+    type=POSITIVE_INT,
+    default=EvalConfig.chunk_size,
+    help="Samples evaluated at once (memory only).",
+)
+@click.option(
+    "--batch-size",
+    type=POSITIVE_INT,
+    default=EvalConfig.batch_size,
+    help="Images evaluated at once (memory only).",
+)
+@click.option("--seed", type=int, default=EvalConfig.seed)
+@click.option("--device", type=click.Choice(DEVICES), default=EvalConfig.device)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="  [default: the run's own]")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@user_errors
+def evaluate(run_dir: str, as_json: bool, **options) -> None:
+    """ELBO and importance-sampled log p(x) of a run; writes RUN_DIR/evaluation.json."""
+    import json
+
+    from pyrovae.evaluate import evaluate_run, summary
+
+    result = evaluate_run(run_dir, EvalConfig(**options))
+    click.echo(json.dumps(result, indent=2) if as_json else summary(result))
 
 
 if __name__ == "__main__":

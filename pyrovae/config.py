@@ -83,3 +83,28 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return cls(**d)
+
+
+SPLITS = ("test", "train")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a run is scored by importance sampling (see :func:`pyrovae.likelihood.log_likelihood`)."""
+
+    num_samples: int = 5000
+    split: str = "test"
+    # Particles and rows evaluated at once: memory and speed depend on them, the estimate does not.
+    chunk_size: int = 500
+    batch_size: int = 100
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("num_samples", "chunk_size", "batch_size"):
+            _positive_int(name, getattr(self, name))

@@ -80,7 +80,7 @@ def _torchvision_splits(name: str, root: Path):
     except RuntimeError:
         pass
     folder = root / _TORCHVISION[name] / "raw"
-    made = [p for p in (folder, folder.parent, root) if not p.exists()]
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         root.mkdir(parents=True, exist_ok=True)
         return cls(root, train=True, download=True), cls(root, train=False, download=True)
@@ -112,7 +112,7 @@ def synthetic_dataset(
         shift = torch.randn(n, 1, 2, generator=g) * 0.08
         c = centres[y] + shift  # (n, 3, 2)
         d2 = (xx - c[..., 0, None, None]) ** 2 + (yy - c[..., 1, None, None]) ** 2  # (n, 3, H, W)
-        intensity = torch.exp(-d2 / 0.03).sum(1).clamp(max=1)
+        intensity = (2 * torch.exp(-d2 / 0.04)).sum(1).clamp(max=1)  # near-solid discs
         x = (intensity * 255).round().to(torch.uint8).reshape(n, -1)
         return x, y
 
@@ -126,7 +126,7 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     return torch.bernoulli(x.float().div_(255), generator=generator)
 
 
-def binarize_test(x: torch.Tensor) -> torch.Tensor:
-    """The fixed binarization of a test set: on the CPU, so every device scores the same images."""
+def binarize_fixed(x: torch.Tensor) -> torch.Tensor:
+    """The fixed binarization of an evaluation set: on the CPU, so every device scores the same images."""
     g = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
     return binarize(x.cpu(), generator=g).to(x.device)

@@ -12,7 +12,7 @@ from torch import nn
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
     layers: list[nn.Module] = [nn.Linear(sizes[0], sizes[1])]
-    for d_in, d_out in zip(sizes[1:-1], sizes[2:]):
+    for d_in, d_out in zip(sizes[1:-1], sizes[2:], strict=True):
         layers += [nn.ReLU(), nn.Linear(d_in, d_out)]
     return nn.Sequential(*layers)
 

@@ -48,8 +48,9 @@ def save_reconstructions(vae: VAE, x: torch.Tensor, path: Path, rows: int = 3, c
     x = x[: rows * cols]
     rows = math.ceil(len(x) / cols)
     padded = torch.ones(rows * cols, x.shape[-1], device=x.device)
-    images = torch.stack([padded.index_copy(0, torch.arange(len(x), device=x.device), t)
-                          for t in (x, vae.reconstruct(x))])  # (2, rows * cols, D)
+    images = torch.stack(
+        [padded.index_copy(0, torch.arange(len(x), device=x.device), t) for t in (x, vae.reconstruct(x))]
+    )  # (2, rows * cols, D)
     images = images.reshape(2, rows, cols, -1).transpose(0, 1).flatten(0, 2)  # input row, its recons
     fig = Figure(figsize=(cols * 0.6, rows * 1.25))
     grid = image_grid(images, vae.config.image_shape, cols)

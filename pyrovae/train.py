@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import io, plots
 from .config import TrainConfig
-from .data import Dataset, binarize, binarize_test, load_dataset
+from .data import Dataset, binarize, binarize_fixed, load_dataset
 from .errors import UserError
 from .model import VAE
 
@@ -98,9 +98,7 @@ def _create_run_dir(path: Path) -> None:
         raise UserError(f"cannot write to output folder {path}: {e.strerror or e}") from None
 
 
-def fit(
-    config: TrainConfig, data: Dataset | None = None, log: Callable[[str], None] = print
-) -> Path:
+def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], None] = print) -> Path:
     """Train a VAE as ``config`` says and write its run directory; returns the directory.
 
     Everything that can be checked (device, data, output folder) is checked before the directory is
@@ -133,7 +131,7 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
     vae = VAE(config.model).to(device)
     loss_fn = elbo_loss(vae, config.elbo)
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr)
-    x_test = binarize_test(data.x_test)
+    x_test = binarize_fixed(data.x_test)
     log(
         f"fitting {config.dataset} ({len(data.x_train)} train, {len(data.x_test)} test images) "
         f"on {device}, into {run_dir}"
@@ -143,32 +141,27 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         with tqdm(
-            total=len(data.x_train), desc=f"epoch {epoch}", unit="img", leave=False,
-            file=sys.stderr, disable=None,
+            total=len(data.x_train),
+            desc=f"epoch {epoch}",
+            unit="img",
+            leave=False,
+            file=sys.stderr,
+            disable=None,
         ) as bar:
-            try:
-                train_elbo = float(
-                    train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update)
-                )
-            except ValueError:
-                # With Pyro's validation on, NaN parameters surface as a distribution's argument error.
-                if all(p.isfinite().all() for p in vae.parameters()):
-                    raise
-                train_elbo = math.nan
-        seconds = time.perf_counter() - start
-        test_elbo = evaluate_elbo(loss_fn, x_test, config.eval_batch_size)
-        if not (math.isfinite(train_elbo) and math.isfinite(test_elbo)):
-            kept = (
-                f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"
-                if epoch > 1
-                else "no epoch finished, so nothing is kept"
+            train_elbo = _unless_diverged(
+                vae,
+                lambda: train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update),
             )
+        seconds = time.perf_counter() - start
+        test_elbo = _unless_diverged(vae, lambda: evaluate_elbo(loss_fn, x_test, config.eval_batch_size))
+        if not (math.isfinite(train_elbo) and math.isfinite(test_elbo)):
             if epoch == 1:
                 shutil.rmtree(run_dir, ignore_errors=True)
+                kept = "no epoch finished, so nothing is kept"
+            else:
+                kept = f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"
             raise Diverged(f"training diverged in epoch {epoch}: the ELBO is not finite; {kept}")
-        metrics.append(
-            {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds}
-        )
+        metrics.append({"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds})
         io.save_checkpoint(
             run_dir / io.CHECKPOINT,
             config,
@@ -180,6 +173,16 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
             f"test ELBO {test_elbo:9.3f}  ({seconds:.1f} s)"
         )
     plots.draw_run(vae, x_test, metrics, run_dir)
+
+
+def _unless_diverged(vae: VAE, step: Callable[[], torch.Tensor | float]) -> float:
+    """``float(step())``, or NaN where Pyro's validation rejects a distribution made of NaN weights."""
+    try:
+        return float(step())
+    except ValueError:
+        if all(p.isfinite().all() for p in vae.parameters()):
+            raise
+        return math.nan
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[VAE, TrainConfig, dict]:

@@ -1,0 +1,80 @@
+"""Scoring a run: its ELBO and its importance-sampled log p(x) on a binarized split."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+
+from . import io
+from .config import EvalConfig
+from .data import binarize_fixed, load_dataset
+from .likelihood import importance_estimate
+from .train import load_run, resolve_device
+
+EVALUATION = "evaluation.json"
+
+
+def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any]:
+    """Score the run in ``run_dir`` and write ``evaluation.json`` there; returns what it wrote.
+
+    Figures are means over the split's images, in nats per image: ``elbo`` and ``log_px`` come from
+    the same K importance weights per image (their mean log, and the log of their mean), so
+    ``log_px - elbo``, the mean ``KL(q(z|x) || p(z|x))``, is never negative. ``log_px_stderr`` is the
+    Monte Carlo standard error of ``log_px``; ``log_px_stderr_images`` is its standard error as a
+    mean over images drawn from the data distribution.
+    """
+    config = config if config is not None else EvalConfig()
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    vae, train_config, _ = load_run(run_dir, device)
+    data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
+    data = load_dataset(train_config.dataset, data_dir)
+    x = binarize_fixed(data.x_test if config.split == "test" else data.x_train).to(device)
+
+    pyro.set_rng_seed(config.seed)
+    start = time.perf_counter()
+    estimate = importance_estimate(
+        vae.model, vae.guide, x, config.num_samples, config.chunk_size, config.batch_size
+    )
+    seconds = time.perf_counter() - start
+    n, d = x.shape
+    log_px = estimate.log_px.double()
+    result = {
+        "dataset": train_config.dataset,
+        "split": config.split,
+        "num_points": n,
+        "num_samples": config.num_samples,
+        "elbo": estimate.elbo.double().mean().item(),
+        "log_px": log_px.mean().item(),
+        "log_px_stderr": (estimate.stderr.double() ** 2).sum().sqrt().item() / n,
+        "log_px_stderr_images": (log_px.std().item() / math.sqrt(n)) if n > 1 else math.nan,
+        "bits_per_dim": -log_px.mean().item() / (d * math.log(2)),
+        "ess_mean": estimate.ess.double().mean().item(),
+        "seconds": seconds,
+        "device": str(device),
+    }
+    result["kl_gap"] = result["log_px"] - result["elbo"]
+    io.write_text(run_dir / EVALUATION, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The evaluation as a few lines for a terminal."""
+    return "\n".join(
+        [
+            f"{result['dataset']} {result['split']} split: {result['num_points']} binarized images, "
+            f"K = {result['num_samples']} importance samples each ({result['seconds']:.1f} s)",
+            f"  ELBO                      {result['elbo']:10.3f} nats",
+            f"  log p(x), IS estimate     {result['log_px']:10.3f} nats  "
+            f"(Monte Carlo s.e. {result['log_px_stderr']:.3f}; s.e. over images "
+            f"{result['log_px_stderr_images']:.3f})",
+            f"  gap, KL(q(z|x) || p(z|x)) {result['kl_gap']:10.3f} nats",
+            f"  bits per dimension        {result['bits_per_dim']:10.4f}",
+            f"  mean effective sample size {result['ess_mean']:9.1f} of {result['num_samples']}",
+        ]
+    )

@@ -1,0 +1,163 @@
+"""Importance-sampled marginal log-likelihood, one estimate per data point (Burda et al., 2015).
+
+For each row ``x_n``, with ``z_k ~ q(z | x_n)``, ``k = 1..K``::
+
+    log p(x_n) ~= logsumexp_k [log p(x_n, z_k) - log q(z_k | x_n)] - log K
+
+The weights come from Pyro itself: the guide is traced under a vectorised ``particles`` plate and the
+model replayed against it, and every site's ``log_prob`` is summed over all its dimensions but the
+particles' and the data points'. Particles go in chunks and rows in batches, so memory is bounded
+whatever K is; chunks are merged exactly with a running ``logsumexp``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.util import prune_subsample_sites
+
+
+class ImportanceEstimate(NamedTuple):
+    """Per data point, each (N,): ``log_px`` the IS estimate of ``log p(x)``; ``stderr`` its Monte
+    Carlo standard error (delta method, ``sqrt(1/ESS - 1/K)``); ``ess`` the effective sample size
+    ``(sum w)^2 / sum w^2``; ``elbo`` the mean of the same log weights, an estimate of the ELBO."""
+
+    log_px: torch.Tensor
+    stderr: torch.Tensor
+    ess: torch.Tensor
+    elbo: torch.Tensor
+
+
+def log_likelihood(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int = 5000,
+    chunk_size: int = 500,
+    batch_size: int = 100,
+) -> torch.Tensor:
+    """The importance-sampled ``log p(x_n)`` of every row of ``x``: (N,).
+
+    ``model(x)`` and ``guide(x)`` may be any Pyro programs whose batch plate runs over dim 0 of ``x``
+    (or, without a plate, whose batch shape ends in N); every latent site of the model must be drawn
+    by the guide. ``chunk_size`` particles of ``batch_size`` rows are evaluated at once: only memory
+    and speed depend on them.
+
+    Example::
+
+        log_px = log_likelihood(vae.model, vae.guide, x_test, num_samples=5000)
+    """
+    return importance_estimate(model, guide, x, num_samples, chunk_size, batch_size).log_px
+
+
+@torch.no_grad()
+def importance_estimate(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int = 5000,
+    chunk_size: int = 500,
+    batch_size: int = 100,
+) -> ImportanceEstimate:
+    """:func:`log_likelihood` with its standard error, effective sample size and ELBO."""
+    for name, value in (
+        ("num_samples", num_samples),
+        ("chunk_size", chunk_size),
+        ("batch_size", batch_size),
+    ):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    # The first trace is validated as Pyro's settings say (the support of x, every parameter);
+    # the chunks repeat the same checks on the same data, so they run without them.
+    data_dim, particle_dim = _plate_dims(model, guide, x)
+    with pyro.validation_enabled(False):
+        parts = [
+            _estimate_rows(model, guide, rows, num_samples, chunk_size, data_dim, particle_dim)
+            for rows in x.split(batch_size)
+        ]
+    return ImportanceEstimate(*(torch.cat(t) for t in zip(*parts, strict=True)))
+
+
+def _estimate_rows(model, guide, x, num_samples, chunk_size, data_dim, particle_dim):
+    sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
+    log_w = _log_weights(model, guide, x, sizes[0], data_dim, particle_dim)  # (size, n)
+    log_sum_w, log_sum_w2, sum_log_w = log_w.logsumexp(0), (2 * log_w).logsumexp(0), log_w.sum(0)
+    for size in sizes[1:]:
+        log_w = _log_weights(model, guide, x, size, data_dim, particle_dim)
+        log_sum_w = torch.logaddexp(log_sum_w, log_w.logsumexp(0))
+        log_sum_w2 = torch.logaddexp(log_sum_w2, (2 * log_w).logsumexp(0))
+        sum_log_w += log_w.sum(0)
+    log_px = log_sum_w - math.log(num_samples)
+    ess = (2 * log_sum_w - log_sum_w2).exp()
+    stderr = (1 / ess - 1 / num_samples).clamp(min=0).sqrt()
+    return log_px, stderr, ess, sum_log_w / num_samples
+
+
+def _log_weights(model, guide, x, num_particles, data_dim, particle_dim) -> torch.Tensor:
+    """``log p(x_n, z_kn) - log q(z_kn | x_n)`` for ``num_particles`` draws: (num_particles, N)."""
+    with pyro.plate("particles", num_particles, dim=particle_dim):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    log_w = 0.0
+    for sign, trace in ((1, model_trace), (-1, guide_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if trace is model_trace and not site["is_observed"] and name not in guide_trace.nodes:
+                raise ValueError(f"the model's latent site {name!r} is not drawn by the guide")
+            log_w = log_w + sign * _per_point(site["log_prob"], name, len(x), data_dim, particle_dim)
+    return torch.as_tensor(log_w).expand(num_particles, len(x))
+
+
+def _per_point(log_prob, name, n, data_dim, particle_dim) -> torch.Tensor:
+    """Sum a site's ``log_prob`` over every dimension but particles and data points: (P or 1, n)."""
+    rank = -particle_dim
+    if log_prob.dim() > rank:
+        raise ValueError(f"site {name!r} has more batch dimensions than its plates declare")
+    log_prob = log_prob.reshape((1,) * (rank - log_prob.dim()) + log_prob.shape)
+    if log_prob.shape[data_dim] != n:
+        raise ValueError(
+            f"site {name!r} is not in the batch plate over dim 0 of x (its log_prob has shape "
+            f"{tuple(log_prob.shape)}); a per-point log p(x) needs every site in that plate"
+        )
+    keep = {0, rank + data_dim}
+    others = [d for d in range(rank) if d not in keep]
+    return log_prob.sum(others) if others else log_prob
+
+
+def _plate_dims(model, guide, x) -> tuple[int, int]:
+    """The batch dim of the data points, and a free dim left of every plate for the particles.
+
+    Found by tracing both programs once: the data plate is the plate of an observed site whose size
+    is ``len(x)``; a program without plates keeps its data points in the rightmost batch dim.
+    """
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    dims = [
+        frame.dim
+        for trace in (guide_trace, model_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized
+    ]
+    data_dims = {
+        frame.dim
+        for site in model_trace.nodes.values()
+        if site["type"] == "sample" and site["is_observed"]
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized and frame.size == len(x)
+    }
+    data_dim = min(data_dims) if data_dims else -1  # the outermost, where plates nest
+    particle_dim = min([*dims, data_dim]) - 1
+    return data_dim, particle_dim
