@@ -27,6 +27,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ModelConfig
+from .distributions import BernoulliImage
 from .networks import Decoder, Encoder
 
 
@@ -46,7 +47,7 @@ class Model(PyroModule):
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """``p(x | z)``: independent Bernoulli pixels."""
-        return dist.Bernoulli(logits=self.decoder(z)).to_event(1)
+        return BernoulliImage(logits=self.decoder(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # dim=-1 leaves the dimensions on the left free for a particles plate (see log_likelihood).
