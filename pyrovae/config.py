@@ -100,6 +100,8 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
+    # Fuse the Bernoulli log-density with torch.compile: ~20 s once, then about 3x faster scoring.
+    compile: bool = True
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:

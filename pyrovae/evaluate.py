@@ -39,7 +39,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     pyro.set_rng_seed(config.seed)
     start = time.perf_counter()
     estimate = importance_estimate(
-        vae.model, vae.guide, x, config.num_samples, config.chunk_size, config.batch_size
+        vae.model, vae.guide, x, config.num_samples, config.chunk_size, config.batch_size, config.compile
     )
     seconds = time.perf_counter() - start
     n, d = x.shape

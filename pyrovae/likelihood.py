@@ -21,6 +21,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 
+from .distributions import compiled_log_prob
+
 
 class ImportanceEstimate(NamedTuple):
     """Per data point, each (N,): ``log_px`` the IS estimate of ``log p(x)``; ``stderr`` its Monte
@@ -63,8 +65,13 @@ def importance_estimate(
     num_samples: int = 5000,
     chunk_size: int = 500,
     batch_size: int = 100,
+    compile: bool = False,
 ) -> ImportanceEstimate:
-    """:func:`log_likelihood` with its standard error, effective sample size and ELBO."""
+    """:func:`log_likelihood` with its standard error, effective sample size and ELBO.
+
+    ``compile=True`` scores Bernoulli images with a kernel fused by ``torch.compile`` (see
+    :func:`pyrovae.distributions.compiled_log_prob`): the same numbers, faster for large K.
+    """
     for name, value in (
         ("num_samples", num_samples),
         ("chunk_size", chunk_size),
@@ -75,7 +82,7 @@ def importance_estimate(
     # The first trace is validated as Pyro's settings say (the support of x, every parameter);
     # the chunks repeat the same checks on the same data, so they run without them.
     data_dim, particle_dim = _plate_dims(model, guide, x)
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), compiled_log_prob(compile):
         parts = [
             _estimate_rows(model, guide, rows, num_samples, chunk_size, data_dim, particle_dim)
             for rows in x.split(batch_size)

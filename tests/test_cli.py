@@ -226,7 +226,7 @@ def test_fit_one_epoch_of_fashion_mnist_in_a_subprocess(data_dir, tmp_path):
 def test_evaluate_writes_its_json(synthetic_run):
     result = invoke("evaluate", str(synthetic_run), "--num-samples", "50", "--json")
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout)
     written = json.loads((synthetic_run / "evaluation.json").read_text())
     assert printed == written
     assert {"elbo", "log_px", "log_px_stderr", "num_samples", "num_points"} <= set(written)
