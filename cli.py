@@ -101,16 +101,35 @@ def cli() -> None:
     default=None,
     help="Run directory  [default: runs/<dataset>-<timestamp>]",
 )
+@click.option(
+    "--tensorboard", is_flag=True, help="Also log to <out>/tensorboard (pip install '.[tensorboard]')."
+)
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Continue this run from its last checkpoint (only --epochs, --device, --data-dir, --tensorboard may "
+    "change).",
+)
+@click.pass_context
 @user_errors
-def fit(z_dim: int, hidden_dims: tuple[int, ...], **options) -> None:
+def fit(ctx: click.Context, z_dim: int, hidden_dims: tuple[int, ...], resume: str | None, **options) -> None:
     """Train a VAE and write its run directory: config, checkpoint, metrics and pictures."""
-    from pyrovae.train import fit as fit_vae  # deferred: --help need not import torch
+    from pyrovae import train  # deferred: --help need not import torch
 
+    if resume is not None:
+        given = {
+            name: value
+            for name, value in {**options, "z_dim": z_dim, "hidden_dims": hidden_dims}.items()
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        }
+        click.echo(f"wrote {train.resume(resume, given, log=click.echo)}")
+        return
     try:
         config = TrainConfig(model=ModelConfig(z_dim=z_dim, hidden_dims=hidden_dims), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    run_dir = fit_vae(config, log=click.echo)
+    run_dir = train.fit(config, log=click.echo)
     click.echo(f"wrote {run_dir}")
 
 
@@ -153,6 +172,75 @@ def evaluate(run_dir: str, as_json: bool, **options) -> None:
 
     result = evaluate_run(run_dir, EvalConfig(**options))
     click.echo(json.dumps(result, indent=2) if as_json else summary(result))
+
+
+RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+OUT = click.option("--out", type=click.Path(dir_okay=False), default=None, help="  [default: in RUN_DIR]")
+VIEW_DEVICE = click.option("--device", type=click.Choice(DEVICES), default="cpu")
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None, help="  [default: the run's own]"
+)
+
+
+def _echo_paths(paths) -> None:
+    for path in paths:
+        click.echo(str(path))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("-n", "--num-samples", type=POSITIVE_INT, default=64)
+@click.option("--seed", type=int, default=0)
+@OUT
+@VIEW_DEVICE
+@user_errors
+def sample(run_dir: str, **options) -> None:
+    """Decode prior draws: the likelihood's mean beside a draw from it (samples.png)."""
+    from pyrovae import views
+
+    _echo_paths(views.sample(run_dir, **options))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("-n", "--num-images", type=POSITIVE_INT, default=36)
+@OUT
+@VIEW_DEVICE
+@DATA_DIR
+@user_errors
+def reconstruct(run_dir: str, **options) -> None:
+    """Test images over their reconstructions (reconstructions.png)."""
+    from pyrovae import views
+
+    _echo_paths(views.reconstruct(run_dir, **options))
+
+
+@cli.command()
+@RUN_DIR
+@OUT
+@VIEW_DEVICE
+@DATA_DIR
+@user_errors
+def latent(run_dir: str, **options) -> None:
+    """Posterior means of the test set by class (latent.png); for a 2-D latent also manifold.png."""
+    from pyrovae import views
+
+    _echo_paths(views.latent(run_dir, **options))
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--pairs", type=POSITIVE_INT, default=6)
+@click.option("--steps", type=click.IntRange(min=2), default=10)
+@OUT
+@VIEW_DEVICE
+@DATA_DIR
+@user_errors
+def interpolate(run_dir: str, **options) -> None:
+    """Decodings along lines between the latents of pairs of test images (interpolations.png)."""
+    from pyrovae import views
+
+    _echo_paths(views.interpolate(run_dir, **options))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
+    # Scalars and image grids for TensorBoard, in <out>/tensorboard (needs the tensorboard extra).
+    tensorboard: bool = False
     # Images per forward pass when evaluating; only memory depends on it.
     eval_batch_size: int = 1000
     model: ModelConfig = field(default_factory=ModelConfig)

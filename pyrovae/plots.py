@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import torch
 from matplotlib.figure import Figure
 
@@ -28,18 +29,27 @@ def _save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
-def _show_grid(fig: Figure, grid: torch.Tensor, title: str) -> None:
-    ax = fig.add_subplot()
+def _draw_grid(ax, grid: torch.Tensor, title: str) -> None:
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.set_axis_off()
 
 
+def _show_grid(fig: Figure, grid: torch.Tensor, title: str) -> None:
+    _draw_grid(fig.add_subplot(), grid, title)
+
+
 def save_samples(vae: VAE, path: Path, num_samples: int = 64) -> None:
-    """The pixel means ``E[x | z]`` at ``z ~ p(z)``."""
-    images = vae.sample(num_samples)
-    fig = Figure(figsize=(6, 6))
-    _show_grid(fig, image_grid(images, vae.config.image_shape, 8), "E[x | z],  z ~ p(z)")
+    """For the same draws ``z ~ p(z)``: the pixel means ``E[x | z]``, and a draw ``x ~ p(x | z)``."""
+    z = vae.model.prior().sample((num_samples,))
+    with torch.no_grad():
+        likelihood = vae.model.likelihood(z)
+        mean, draw = likelihood.mean, likelihood.sample()
+    ncols = math.ceil(math.sqrt(num_samples))
+    fig = Figure(figsize=(11, 5.8))
+    for i, (images, title) in enumerate(((mean, "E[x | z],  z ~ p(z)"), (draw, "x ~ p(x | z), same z"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        _draw_grid(ax, image_grid(images, vae.config.image_shape, ncols), title)
     _save(fig, path)
 
 
@@ -76,3 +86,91 @@ def draw_run(vae: VAE, x_test: torch.Tensor, metrics: list[dict[str, float]], ru
     save_samples(vae, run_dir / "samples.png")
     save_reconstructions(vae, x_test, run_dir / "reconstructions.png")
     save_elbo_curves(metrics, run_dir / "elbo.png")
+
+
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashionmnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+}
+
+
+@torch.no_grad()
+def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, str]:
+    """Posterior means ``E_q[z | x]`` in two dimensions: themselves for a 2-D latent, else their first
+    two principal components (torch's SVD). Returns (N, 2) and a word for the axes."""
+    z = torch.cat([vae.guide.posterior(rows).mean for rows in x.split(batch_size)])  # (N, z_dim)
+    if z.shape[1] == 2:
+        return z, "z"
+    centred = z - z.mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, "principal component"
+
+
+def save_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, dataset: str, path: Path) -> None:
+    """The test set's posterior means, coloured by class."""
+    coords, axis = latent_coordinates(vae, x)
+    coords, labels = coords.cpu(), labels.cpu()
+    names = CLASS_NAMES.get(dataset, [str(c) for c in range(int(labels.max()) + 1)])
+    fig = Figure(figsize=(7.5, 6))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["tab10"]
+    for c in labels.unique().tolist():
+        points = coords[labels == c]
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=cmap(c % 10), label=names[c])
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title(f"E_q[z | x] of {len(x)} test images" + ("" if axis == "z" else " (PCA)"))
+    ax.legend(markerscale=5, fontsize=8, loc="best")
+    _save(fig, path)
+
+
+@torch.no_grad()
+def manifold(vae: VAE, steps: int = 20, num_prior_draws: int = 100_000) -> torch.Tensor:
+    """Pixel means decoded on a ``steps`` x ``steps`` grid over the 2-D prior's quantiles, 5% to 95%,
+    per dimension (taken from prior draws, so any prior will do): (steps * steps, D), row-major,
+    the second latent dimension decreasing down the rows."""
+    if vae.config.z_dim != 2:
+        raise ValueError(f"the manifold needs a 2-D latent; this model has z_dim = {vae.config.z_dim}")
+    draws = vae.model.prior().sample((num_prior_draws,))  # (M, 2)
+    q = torch.linspace(0.05, 0.95, steps, device=draws.device)
+    z1, z2 = torch.quantile(draws[:, 0], q), torch.quantile(draws[:, 1], q).flip(0)
+    z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
+    return vae.model.likelihood(z).mean
+
+
+def save_manifold(vae: VAE, path: Path, steps: int = 20) -> None:
+    fig = Figure(figsize=(8, 8))
+    grid = image_grid(manifold(vae, steps), vae.config.image_shape, steps)
+    _show_grid(fig, grid, "E[x | z] over the prior's 5%-95% quantiles of z")
+    _save(fig, path)
+
+
+@torch.no_grad()
+def interpolation(vae: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Pixel means decoded along the line from ``E_q[z | x_a]`` to ``E_q[z | x_b]``: (steps, D)."""
+    z_a, z_b = vae.guide.posterior(x_a).mean, vae.guide.posterior(x_b).mean
+    t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
+    return vae.model.likelihood((1 - t) * z_a + t * z_b).mean
+
+
+def save_interpolations(vae: VAE, x: torch.Tensor, path: Path, pairs: int = 6, steps: int = 10) -> None:
+    """Rows of interpolations between consecutive test images, each row framed by its two inputs."""
+    rows = []
+    for i in range(pairs):
+        x_a, x_b = x[2 * i], x[2 * i + 1]
+        rows.append(torch.cat([x_a[None], interpolation(vae, x_a, x_b, steps), x_b[None]]))
+    fig = Figure(figsize=(steps * 0.7, pairs * 0.8))
+    grid = image_grid(torch.cat(rows), vae.config.image_shape, steps + 2)
+    _show_grid(fig, grid, "test image | E[x | z] along z_a -> z_b | test image")
+    _save(fig, path)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
@@ -17,7 +18,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, plots
+from . import io, loggers, plots
 from .config import TrainConfig
 from .data import Dataset, binarize, binarize_fixed, load_dataset
 from .errors import UserError
@@ -105,6 +106,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     made, so bad input leaves nothing behind.
     """
     device = resolve_device(config.device)
+    loggers.check_available(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
     config = dataclasses.replace(
@@ -124,7 +126,64 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     return run_dir
 
 
-def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str], None]) -> None:
+# What may differ when a run is resumed: where it runs and reads, and how long it goes on.
+RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "tensorboard")
+
+
+def resume(
+    run_dir: str | Path,
+    changes: dict[str, Any] | None = None,
+    data: Dataset | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint, as if it had never stopped.
+
+    ``changes`` are options given again (``TrainConfig`` fields, and ``model`` fields by name); those
+    of :data:`RESUMABLE_CHANGES` may differ from the run's config, any other that differs is refused.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / io.CHECKPOINT).exists() and (run_dir / io.CONFIG).exists():
+        raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
+    config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
+    config = _apply_changes(config, changes or {}, payload["epoch"], run_dir)
+    device = resolve_device(config.device)
+    loggers.check_available(config)
+    if data is None:
+        data = load_dataset(config.dataset, config.data_dir)
+    _train(config, data.to(device), run_dir, log, payload)
+    return run_dir
+
+
+def _apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_dir: Path) -> TrainConfig:
+    model_fields = {f.name for f in dataclasses.fields(config.model)}
+    contradictions = []
+    for name, value in changes.items():
+        current = getattr(config.model if name in model_fields else config, name)
+        if name == "out":
+            value, current = Path(value).resolve(), run_dir.resolve()
+        if name in RESUMABLE_CHANGES or value == current:
+            continue
+        contradictions.append(f"--{name.replace('_', '-')} {value} (the run has {current})")
+    if contradictions:
+        raise UserError(
+            f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only "
+            f"{', '.join('--' + c.replace('_', '-') for c in RESUMABLE_CHANGES)} may change"
+        )
+    resumable = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
+    if resumable.get("epochs", config.epochs) < done:
+        raise UserError(
+            f"{run_dir} has already trained {done} epochs; --epochs {resumable['epochs']} is fewer"
+        )
+    return dataclasses.replace(config, **resumable)
+
+
+def _train(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    log: Callable[[str], None],
+    checkpoint: dict[str, Any] | None = None,
+) -> None:
     device = data.x_train.device
     io.write_config(run_dir, config)
     pyro.set_rng_seed(config.seed)
@@ -132,13 +191,23 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
     loss_fn = elbo_loss(vae, config.elbo)
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr)
     x_test = binarize_fixed(data.x_test)
+    metrics: list[dict[str, float]] = []
+    if checkpoint is not None:
+        vae.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        metrics = checkpoint["metrics"]
+        _set_rng_state(checkpoint["rng"], device)
+        io.write_metrics(run_dir, metrics)  # the checkpoint's rows, should the run have died between the two
+    first = len(metrics) + 1
     log(
-        f"fitting {config.dataset} ({len(data.x_train)} train, {len(data.x_test)} test images) "
-        f"on {device}, into {run_dir}"
+        f"{'resuming' if checkpoint else 'fitting'} {config.dataset} ({len(data.x_train)} train, "
+        f"{len(data.x_test)} test images) on {device}, "
+        + (f"from epoch {first}, " if checkpoint else "")
+        + f"into {run_dir}"
     )
 
-    metrics: list[dict[str, float]] = []
-    for epoch in range(1, config.epochs + 1):
+    board = loggers.TensorBoard(run_dir) if config.tensorboard else None
+    for epoch in range(first, config.epochs + 1):
         start = time.perf_counter()
         with tqdm(
             total=len(data.x_train),
@@ -149,8 +218,7 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
             disable=None,
         ) as bar:
             train_elbo = _unless_diverged(
-                vae,
-                lambda: train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update),
+                vae, lambda: train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update)
             )
         seconds = time.perf_counter() - start
         test_elbo = _unless_diverged(vae, lambda: evaluate_elbo(loss_fn, x_test, config.eval_batch_size))
@@ -161,18 +229,44 @@ def _train(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str
             else:
                 kept = f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"
             raise Diverged(f"training diverged in epoch {epoch}: the ELBO is not finite; {kept}")
-        metrics.append({"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds})
+        row = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds}
+        metrics.append(row)
         io.save_checkpoint(
             run_dir / io.CHECKPOINT,
             config,
-            {"epoch": epoch, "model": vae.state_dict(), "optimizer": optimizer.state_dict()},
+            {
+                "epoch": epoch,
+                "model": vae.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "metrics": metrics,
+                "rng": _rng_state(device),
+            },
         )
         io.write_metrics(run_dir, metrics)
+        if board is not None:
+            board.epoch(row)
         log(
             f"epoch {epoch:3d}/{config.epochs}  train ELBO {train_elbo:9.3f}  "
             f"test ELBO {test_elbo:9.3f}  ({seconds:.1f} s)"
         )
     plots.draw_run(vae, x_test, metrics, run_dir)
+    if board is not None:
+        board.images(vae, x_test, len(metrics))
+        board.close()
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random state that training draws from (torch's; Python's and NumPy's are never used)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _unless_diverged(vae: VAE, step: Callable[[], torch.Tensor | float]) -> float:

@@ -63,7 +63,7 @@ def test_config_json_holds_every_option(synthetic_run):
     assert config["dataset"] == "synthetic" and config["epochs"] == 10
     assert config["model"] == {"image_shape": [28, 28], "z_dim": 2, "hidden_dims": [64, 32]}
     options = {p.name for p in cli.commands["fit"].params}
-    assert options - {"z_dim", "hidden_dims"} <= set(config)
+    assert options - {"z_dim", "hidden_dims", "resume"} <= set(config)
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(synthetic_run):

@@ -1,0 +1,109 @@
+"""``sample``, ``reconstruct``, ``latent`` and ``interpolate`` on a run made by ``fit``: files and content."""
+
+import matplotlib.image
+import pytest
+import torch
+
+from pyrovae import plots
+from pyrovae.data import binarize_fixed, synthetic_dataset
+from pyrovae.train import load_run
+from tests.conftest import invoke
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_run):
+    vae, _, _ = load_run(synthetic_run)
+    data = synthetic_dataset()
+    return vae, binarize_fixed(data.x_test), data.y_test
+
+
+@pytest.mark.parametrize(
+    "command, files",
+    [
+        (["sample", "-n", "16"], ["samples.png"]),
+        (["reconstruct"], ["reconstructions.png"]),
+        (["latent"], ["latent.png", "manifold.png"]),
+        (["interpolate", "--pairs", "3", "--steps", "5"], ["interpolations.png"]),
+    ],
+)
+def test_command_writes_and_prints_its_pictures(synthetic_run, tmp_path, command, files):
+    out = tmp_path / files[0]
+    result = invoke(command[0], str(synthetic_run), *command[1:], "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp_path / f) for f in files]
+    for f in files:
+        image = matplotlib.image.imread(tmp_path / f)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image[..., :3].std() > 0.05  # a picture, not a blank canvas
+
+
+def test_samples_show_the_mean_and_a_binary_draw(trained, tmp_path):
+    vae, _, _ = trained
+    torch.manual_seed(0)
+    z = vae.model.prior().sample((8,))
+    likelihood = vae.model.likelihood(z)
+    assert set(likelihood.sample().unique().tolist()) <= {0.0, 1.0}
+    assert ((likelihood.mean > 0) & (likelihood.mean < 1)).all()
+
+
+def test_interpolation_ends_at_the_two_reconstructions(trained):
+    vae, x, _ = trained
+    path = plots.interpolation(vae, x[0], x[1], steps=7)
+    assert path.shape == (7, 784)
+    torch.testing.assert_close(path[0], vae.reconstruct(x[:1])[0])
+    torch.testing.assert_close(path[-1], vae.reconstruct(x[1:2])[0])
+    steps = (path[1:] - path[:-1]).abs().sum(1)
+    assert (steps < (path[-1] - path[0]).abs().sum()).all()  # each step smaller than the whole way
+
+
+def test_latent_coordinates_separate_the_classes(trained):
+    vae, x, y = trained
+    coords, axis = plots.latent_coordinates(vae, x)
+    assert axis == "z" and coords.shape == (200, 2)
+    torch.testing.assert_close(coords, vae.guide.posterior(x).mean)
+    # 1-nearest-neighbour class accuracy, first half against second half: chance is 10%.
+    a, b = coords[:100], coords[100:]
+    nearest = torch.cdist(b, a).argmin(1)
+    assert (y[:100][nearest] == y[100:]).float().mean() > 0.5
+
+
+def test_latent_projects_a_wide_latent_on_its_principal_components():
+    from pyrovae.config import ModelConfig
+    from pyrovae.model import VAE
+
+    vae = VAE(ModelConfig(z_dim=6, hidden_dims=(32,)))
+    x = binarize_fixed(synthetic_dataset().x_test)
+    coords, axis = plots.latent_coordinates(vae, x)
+    assert axis == "principal component" and coords.shape == (200, 2)
+    assert coords[:, 0].var() >= coords[:, 1].var()
+    torch.testing.assert_close(coords.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_manifold_spans_the_prior_quantiles(trained):
+    vae, _, _ = trained
+    images = plots.manifold(vae, steps=5)
+    assert images.shape == (25, 784)
+    assert (images[0] - images[-1]).abs().sum() > 1  # opposite corners decode differently
+
+
+def test_tensorboard_logs_scalars_and_images(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    result = invoke("fit", "--dataset", "synthetic", "--epochs", "2", "--tensorboard", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"samples", "reconstructions"} <= set(events.Tags()["images"])
+    assert [e.step for e in events.Scalars("seconds_per_epoch")] == [1, 2]
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch):
+    import sys
+
+    from tests.test_cli import assert_one_line_error
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    result = invoke("fit", "--dataset", "synthetic", "--tensorboard", "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, "--tensorboard needs the tensorboard package")
+    assert not (tmp_path / "r").exists()
