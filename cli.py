@@ -9,6 +9,8 @@ import click
 
 from pyrovae.config import DATASETS, DEVICES, ELBOS, SPLITS, EvalConfig, ModelConfig, TrainConfig
 from pyrovae.errors import UserError
+from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.priors import PRIORS
 
 
 def user_errors(command):
@@ -83,6 +85,16 @@ def cli() -> None:
     help="Hidden layer sizes of the encoder (the decoder mirrors them), e.g. 200,200.",
 )
 @click.option(
+    "--likelihood",
+    type=click.Choice(list(LIKELIHOODS)),
+    default=ModelConfig.likelihood,
+    help="p(x | z), each on the representation it is a true likelihood of (see README).",
+)
+@click.option("--prior", type=click.Choice(list(PRIORS)), default=ModelConfig.prior, help="p(z).")
+@click.option(
+    "--num-components", type=POSITIVE_INT, default=ModelConfig.num_components, help="For --prior mog or vamp."
+)
+@click.option(
     "--elbo",
     type=click.Choice(ELBOS),
     default=TrainConfig.elbo,
@@ -113,20 +125,36 @@ def cli() -> None:
 )
 @click.pass_context
 @user_errors
-def fit(ctx: click.Context, z_dim: int, hidden_dims: tuple[int, ...], resume: str | None, **options) -> None:
+def fit(
+    ctx: click.Context,
+    z_dim: int,
+    hidden_dims: tuple[int, ...],
+    likelihood: str,
+    prior: str,
+    num_components: int,
+    resume: str | None,
+    **options,
+) -> None:
     """Train a VAE and write its run directory: config, checkpoint, metrics and pictures."""
     from pyrovae import train  # deferred: --help need not import torch
 
+    model_options = dict(
+        z_dim=z_dim,
+        hidden_dims=hidden_dims,
+        likelihood=likelihood,
+        prior=prior,
+        num_components=num_components,
+    )
     if resume is not None:
         given = {
             name: value
-            for name, value in {**options, "z_dim": z_dim, "hidden_dims": hidden_dims}.items()
+            for name, value in {**options, **model_options}.items()
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         }
         click.echo(f"wrote {train.resume(resume, given, log=click.echo)}")
         return
     try:
-        config = TrainConfig(model=ModelConfig(z_dim=z_dim, hidden_dims=hidden_dims), **options)
+        config = TrainConfig(model=ModelConfig(**model_options), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     run_dir = train.fit(config, log=click.echo)
@@ -142,6 +170,7 @@ def fit(ctx: click.Context, z_dim: int, hidden_dims: tuple[int, ...], resume: st
     help="Importance samples K per image.",
 )
 @click.option("--split", type=click.Choice(SPLITS), default=EvalConfig.split)
+@click.option("--num-points", type=POSITIVE_INT, default=None, help="Only the split's first N images.")
 @click.option(
     "--chunk-size",
     type=POSITIVE_INT,

@@ -23,11 +23,16 @@ def _positive_int(name: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The VAE: ``z ~ N(0, I)`` of size ``z_dim``, MLPs with ``hidden_dims``, images of ``image_shape``."""
+    """The VAE: a prior over ``z`` of size ``z_dim``, a likelihood, MLPs with ``hidden_dims``, images of
+    ``image_shape``."""
 
     image_shape: tuple[int, ...] = (28, 28)
     z_dim: int = 20
     hidden_dims: tuple[int, ...] = (400,)
+    likelihood: str = "bernoulli"
+    prior: str = "normal"
+    # Components of the mixture priors (mog, vamp).
+    num_components: int = 50
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -39,6 +44,14 @@ class ModelConfig:
             raise ValueError("hidden_dims must name at least one hidden layer")
         for size in self.hidden_dims:
             _positive_int("hidden_dims", size)
+        _positive_int("num_components", self.num_components)
+        from .likelihoods import LIKELIHOODS  # the registries import torch; configs are read without it
+        from .priors import PRIORS
+
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
 
     @property
     def x_dim(self) -> int:
@@ -96,6 +109,8 @@ class EvalConfig:
 
     num_samples: int = 5000
     split: str = "test"
+    # The first this many images of the split (None: all of them).
+    num_points: int | None = None
     # Particles and rows evaluated at once: memory and speed depend on them, the estimate does not.
     chunk_size: int = 500
     batch_size: int = 100
@@ -112,3 +127,5 @@ class EvalConfig:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for name in ("num_samples", "chunk_size", "batch_size"):
             _positive_int(name, getattr(self, name))
+        if self.num_points is not None:
+            _positive_int("num_points", self.num_points)

@@ -1,19 +1,22 @@
 """Datasets as single uint8 tensors, and the binarization that makes Bernoulli a true likelihood.
 
-Grey levels stay uint8 (one byte a pixel) wherever they live; a training batch is binarized afresh each
-time it is drawn (dynamic binarization), the test set once, with a fixed seed, so that every model is
-scored on the same binary images (the protocol of Salakhutdinov and Murray, 2008, and of IWAE).
+Grey levels stay uint8 (one byte a pixel) wherever they live. Each likelihood says which representation
+it is a true likelihood of (``Likelihood.data``): a training batch is drawn afresh in it every time it is
+used (dynamic binarization, fresh dequantization noise), the test set once, with a fixed seed, so that
+every model is scored on the same images (the protocol of Salakhutdinov and Murray, 2008, and of IWAE).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .likelihoods import binarize
 
 # Fixed for every run, whatever the training seed, so test figures are comparable across runs.
 TEST_BINARIZATION_SEED = 0
@@ -121,12 +124,13 @@ def synthetic_dataset(
     return Dataset("synthetic", (image_size, image_size), x_train, y_train, x_test, y_test)
 
 
-def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh draw ``x_bin ~ Bernoulli(x / 255)`` of uint8 grey levels, as float 0/1."""
-    return torch.bernoulli(x.float().div_(255), generator=generator)
+def fixed_representation(x: torch.Tensor, prepare: Callable = binarize) -> torch.Tensor:
+    """The fixed representation of an evaluation set (``prepare`` is a likelihood's ``data``): drawn on
+    the CPU with a fixed seed, so every device and every run scores the same images."""
+    g = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+    return prepare(x.cpu(), generator=g).to(x.device)
 
 
 def binarize_fixed(x: torch.Tensor) -> torch.Tensor:
-    """The fixed binarization of an evaluation set: on the CPU, so every device scores the same images."""
-    g = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
-    return binarize(x.cpu(), generator=g).to(x.device)
+    """The fixed binarization of an evaluation set."""
+    return fixed_representation(x, binarize)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 
 
 def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -75,3 +76,58 @@ class BernoulliImage(dist.Independent):
         if self._validate_args:
             self._validate_sample(value)
         return _log_prob(self.logits, value)
+
+
+def _log_sub_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(exp(a) - exp(b))`` for ``a > b``, without overflow or cancellation."""
+    return a + torch.log(-torch.expm1(b - a))
+
+
+class DiscretizedLogistic(dist.TorchDistribution):
+    """A logistic density integrated over the bins of 256 grey levels ``k / 255``, ``k = 0..255``
+    (Salimans et al., 2017, PixelCNN++): ``P(k) = F((k + 1/2) / 255) - F((k - 1/2) / 255)``, the outer
+    bins reaching to -inf and +inf, so the 256 probabilities sum to one. Values are the levels ``k / 255``.
+    """
+
+    arg_constraints = {"loc": dist.constraints.real, "scale": dist.constraints.positive}
+    support = dist.constraints.unit_interval  # the 256 levels k / 255 within it
+    has_rsample = False
+    levels = 256
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> DiscretizedLogistic:
+        return DiscretizedLogistic(self.loc.expand(batch_shape), self.scale.expand(batch_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        half_bin = 0.5 / (self.levels - 1)
+        upper = (value + half_bin - self.loc) / self.scale
+        lower = (value - half_bin - self.loc) / self.scale
+        # sigmoid(u) - sigmoid(l) = sigmoid(-l) - sigmoid(-u): right of the mode the upper tail is used,
+        # so neither side subtracts two numbers close to 1.
+        right = value > self.loc
+        a, b = torch.where(right, -lower, upper), torch.where(right, -upper, lower)
+        mid = _log_sub_exp(F.logsigmoid(a), F.logsigmoid(b))
+        first = F.logsigmoid(upper)  # k = 0: F(upper) - 0
+        last = F.logsigmoid(-lower)  # k = 255: 1 - F(lower)
+        return torch.where(value < half_bin, first, torch.where(value > 1 - half_bin, last, mid))
+
+    def _probs(self) -> torch.Tensor:
+        k = torch.arange(self.levels, dtype=self.loc.dtype, device=self.loc.device) / (self.levels - 1)
+        return self.log_prob(k.expand(*self.batch_shape, self.levels).movedim(-1, 0)).exp()  # (256, ...)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        k = torch.arange(self.levels, dtype=self.loc.dtype, device=self.loc.device) / (self.levels - 1)
+        return torch.tensordot(k, self._probs(), dims=([0], [0]))
+
+    def sample(self, sample_shape=()) -> torch.Tensor:
+        with torch.no_grad():
+            u = torch.rand(torch.Size(sample_shape) + self.batch_shape, device=self.loc.device)
+            u = u.clamp(1e-6, 1 - 1e-6).to(self.loc.dtype)
+            y = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
+            return (y * (self.levels - 1)).round().clamp(0, self.levels - 1) / (self.levels - 1)

@@ -1,4 +1,4 @@
-"""Scoring a run: its ELBO and its importance-sampled log p(x) on a binarized split."""
+"""Scoring a run: its ELBO and importance-sampled log p(x) on a split, in its likelihood's representation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyro
 
 from . import io
 from .config import EvalConfig
-from .data import binarize_fixed, load_dataset
+from .data import fixed_representation, load_dataset
 from .likelihood import importance_estimate
 from .train import load_run, resolve_device
 
@@ -34,7 +34,10 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     vae, train_config, _ = load_run(run_dir, device)
     data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
     data = load_dataset(train_config.dataset, data_dir)
-    x = binarize_fixed(data.x_test if config.split == "test" else data.x_train).to(device)
+    split = data.x_test if config.split == "test" else data.x_train
+    if config.num_points is not None:
+        split = split[: config.num_points]
+    x = fixed_representation(split, vae.model.p_x.data).to(device)
 
     pyro.set_rng_seed(config.seed)
     start = time.perf_counter()
@@ -43,13 +46,19 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     )
     seconds = time.perf_counter() - start
     n, d = x.shape
-    log_px = estimate.log_px.double()
+    # Densities on dequantized pixels: log P(pixels) >= log p(y) - D log 256 (see pyrovae.likelihoods).
+    offset = vae.model.p_x.log_px_offset()
+    log_px = estimate.log_px.double() + offset
     result = {
         "dataset": train_config.dataset,
         "split": config.split,
         "num_points": n,
         "num_samples": config.num_samples,
-        "elbo": estimate.elbo.double().mean().item(),
+        "likelihood": train_config.model.likelihood,
+        "prior": train_config.model.prior,
+        "data": vae.model.p_x.data_description,
+        "elbo": estimate.elbo.double().mean().item() + offset,
+        "log_px_offset": offset,
         "log_px": log_px.mean().item(),
         "log_px_stderr": (estimate.stderr.double() ** 2).sum().sqrt().item() / n,
         "log_px_stderr_images": (log_px.std().item() / math.sqrt(n)) if n > 1 else math.nan,
@@ -65,16 +74,19 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
 
 def summary(result: dict[str, Any]) -> str:
     """The evaluation as a few lines for a terminal."""
-    return "\n".join(
-        [
-            f"{result['dataset']} {result['split']} split: {result['num_points']} binarized images, "
-            f"K = {result['num_samples']} importance samples each ({result['seconds']:.1f} s)",
-            f"  ELBO                      {result['elbo']:10.3f} nats",
-            f"  log p(x), IS estimate     {result['log_px']:10.3f} nats  "
-            f"(Monte Carlo s.e. {result['log_px_stderr']:.3f}; s.e. over images "
-            f"{result['log_px_stderr_images']:.3f})",
-            f"  gap, KL(q(z|x) || p(z|x)) {result['kl_gap']:10.3f} nats",
-            f"  bits per dimension        {result['bits_per_dim']:10.4f}",
-            f"  mean effective sample size {result['ess_mean']:9.1f} of {result['num_samples']}",
-        ]
-    )
+    r = result
+    lines = [
+        f"{r['dataset']} {r['split']} split: {r['num_points']} images as {r['data']}, "
+        f"K = {r['num_samples']} importance samples each ({r['seconds']:.1f} s)",
+        f"  ELBO                      {r['elbo']:10.3f} nats",
+        f"  log p(x), IS estimate     {r['log_px']:10.3f} nats  (Monte Carlo s.e. {r['log_px_stderr']:.3f}; "
+        f"s.e. over images {r['log_px_stderr_images']:.3f})",
+        f"  gap, KL(q(z|x) || p(z|x)) {r['kl_gap']:10.3f} nats",
+        f"  bits per dimension        {r['bits_per_dim']:10.4f}",
+        f"  mean effective sample size {r['ess_mean']:9.1f} of {r['num_samples']}",
+    ]
+    if r["log_px_offset"]:
+        lines.append(
+            f"  (both of the 8-bit pixels: the density values {r['log_px_offset']:+.1f}, i.e. - D log 256)"
+        )
+    return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The VAE as a Pyro program (Kingma and Welling, 2014).
 
-Generative model (the decoder)::
+Generative model (the decoder), with the default prior and likelihood::
 
     z_n ~ N(0, I)                          n = 1..N,  z_n in R^{z_dim}
     x_n ~ Bernoulli(logits = f_theta(z_n))  x_n in {0, 1}^D
@@ -27,27 +27,31 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ModelConfig
-from .distributions import BernoulliImage
+from .likelihoods import LIKELIHOODS
 from .networks import Decoder, Encoder
+from .priors import PRIORS
 
 
 class Model(PyroModule):
-    """``p(x, z) = p(z) p(x | z)``; the sites are ``"z"`` and ``"x"`` in the plate ``"data"``."""
+    """``p(x, z) = p(z) p(x | z)``; the sites are ``"z"`` and ``"x"`` in the plate ``"data"``.
 
-    def __init__(self, config: ModelConfig):
+    ``p(z)`` and ``p(x | z)`` are the prior and likelihood named in the config (see
+    :mod:`pyrovae.priors`, :mod:`pyrovae.likelihoods`); ``encoder`` is the guide's, for priors built on it.
+    """
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
-        self.decoder = Decoder(config.z_dim, config.hidden_dims, config.x_dim)
-        # Buffers, not constants, so that .to(device) is the only device code.
-        self.register_buffer("prior_loc", torch.zeros(config.z_dim))
-        self.register_buffer("prior_scale", torch.ones(config.z_dim))
+        self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)
+        self.p_z = PRIORS[config.prior](config.z_dim, config.x_dim, config.num_components, encoder)
+        self.decoder = Decoder(config.z_dim, config.hidden_dims, config.x_dim * self.p_x.params_per_pixel)
 
     def prior(self) -> dist.Distribution:
-        """``p(z) = N(0, I)``."""
-        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+        """``p(z)``."""
+        return self.p_z()
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
-        """``p(x | z)``: independent Bernoulli pixels."""
-        return BernoulliImage(logits=self.decoder(z))
+        """``p(x | z)``."""
+        return self.p_x(self.decoder(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # dim=-1 leaves the dimensions on the left free for a particles plate (see log_likelihood).
@@ -78,8 +82,8 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config if config is not None else ModelConfig()
-        self.model = Model(self.config)
         self.guide = Guide(self.config)
+        self.model = Model(self.config, self.guide.encoder)
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:

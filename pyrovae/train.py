@@ -15,14 +15,17 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import io, loggers, plots
 from .config import TrainConfig
-from .data import Dataset, binarize, binarize_fixed, load_dataset
+from .data import Dataset, fixed_representation, load_dataset
 from .errors import UserError
+from .likelihoods import binarize
 from .model import VAE
+from .priors import has_closed_form_kl
 
 # TraceMeanField_ELBO uses the analytic KL(q || p) where Pyro knows it, a lower-variance estimate of
 # the same bound; Trace_ELBO estimates log p(x, z) - log q(z | x) at a draw of z.
@@ -42,6 +45,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_estimator(config: TrainConfig) -> None:
+    """``--elbo meanfield`` needs ``KL(q(z|x) || p(z))`` in closed form; refuse priors without one."""
+    if config.elbo != "meanfield":
+        return
+    vae = VAE(config.model)
+    posterior = vae.guide.posterior(torch.zeros(1, config.model.x_dim))
+    if not has_closed_form_kl(vae.model.prior(), posterior):
+        raise UserError(
+            f"--elbo meanfield needs KL(q(z|x) || p(z)) in closed form, and the {config.model.prior} prior "
+            "has none; use --elbo trace"
+        )
+
+
 def elbo_loss(vae: VAE, estimator: str = "trace") -> nn.Module:
     """``x -> -ELBO(x)``, summed over the rows of ``x``, as a differentiable ``nn.Module``.
 
@@ -58,15 +74,21 @@ def train_epoch(
     x: torch.Tensor,
     batch_size: int,
     progress: Callable[[int], object] | None = None,
+    prepare: Callable[[torch.Tensor], torch.Tensor] = binarize,
 ) -> torch.Tensor:
     """One pass over ``x`` (uint8 grey levels, (N, D)) in a random order; returns the mean ELBO.
 
-    Each batch is an index slice of ``x``, binarized afresh. The ELBO is accumulated on the device,
-    so no step waits for the host.
+    Each batch is an index slice of ``x``, drawn afresh in the likelihood's representation by
+    ``prepare`` (binarized, by default). The ELBO is accumulated on the device,
+    so no step waits for the host. Pyro's validation (when on) checks the first step of the epoch;
+    the others repeat the same checks on the same shapes and are spared them: a NaN that appears
+    later still makes the epoch's ELBO NaN.
     """
+    validate = pyro_validation_enabled()
     total = torch.zeros((), device=x.device)
-    for idx in torch.randperm(len(x), device=x.device).split(batch_size):
-        loss = loss_fn(binarize(x[idx]))
+    for step, idx in enumerate(torch.randperm(len(x), device=x.device).split(batch_size)):
+        with pyro.validation_enabled(validate and step == 0):
+            loss = loss_fn(prepare(x[idx]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -74,6 +96,15 @@ def train_epoch(
         if progress is not None:
             progress(len(idx))
     return -total / len(x)
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel where torch has it for the parameters' device (the same update)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 @torch.no_grad()
@@ -107,6 +138,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     """
     device = resolve_device(config.device)
     loggers.check_available(config)
+    check_estimator(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
     config = dataclasses.replace(
@@ -189,8 +221,8 @@ def _train(
     pyro.set_rng_seed(config.seed)
     vae = VAE(config.model).to(device)
     loss_fn = elbo_loss(vae, config.elbo)
-    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=config.lr)
-    x_test = binarize_fixed(data.x_test)
+    optimizer = adam(loss_fn.parameters(), config.lr)
+    x_test = fixed_representation(data.x_test, vae.model.p_x.data)
     metrics: list[dict[str, float]] = []
     if checkpoint is not None:
         vae.load_state_dict(checkpoint["model"])
@@ -218,7 +250,10 @@ def _train(
             disable=None,
         ) as bar:
             train_elbo = _unless_diverged(
-                vae, lambda: train_epoch(loss_fn, optimizer, data.x_train, config.batch_size, bar.update)
+                vae,
+                lambda: train_epoch(
+                    loss_fn, optimizer, data.x_train, config.batch_size, bar.update, vae.model.p_x.data
+                ),
             )
         seconds = time.perf_counter() - start
         test_elbo = _unless_diverged(vae, lambda: evaluate_elbo(loss_fn, x_test, config.eval_batch_size))

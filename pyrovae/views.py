@@ -7,7 +7,7 @@ from pathlib import Path
 import pyro
 
 from . import plots
-from .data import Dataset, binarize_fixed, load_dataset
+from .data import Dataset, fixed_representation, load_dataset
 from .model import VAE
 from .train import load_run, resolve_device
 
@@ -25,7 +25,7 @@ def _target(run_dir: str | Path, out: str | Path | None, name: str) -> Path:
 
 
 def _x_test(vae: VAE, data: Dataset):
-    return binarize_fixed(data.x_test).to(next(vae.parameters()).device)
+    return fixed_representation(data.x_test, vae.model.p_x.data).to(next(vae.parameters()).device)
 
 
 def sample(

@@ -1,0 +1,117 @@
+"""Priors ``p(z)``: each a module returning a Pyro distribution over z (event shape (z_dim,)); learnable
+parameters are trained by the same SVI step as the networks. A new one is one class, registered once::
+
+    @register("my-prior")
+    class MyPrior(Prior):
+        def forward(self):
+            return dist.Something(...).to_event(1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PRIORS: dict[str, type[Prior]] = {}
+
+
+def register(name: str):
+    def add(cls: type[Prior]) -> type[Prior]:
+        cls.name = name
+        PRIORS[name] = cls
+        return cls
+
+    return add
+
+
+class Prior(nn.Module):
+    """``p(z)``. ``encoder`` is the guide's (the VampPrior is built from it); ``num_components`` sizes
+    the mixtures."""
+
+    name: str
+
+    def __init__(self, z_dim: int, x_dim: int, num_components: int, encoder: nn.Module):
+        super().__init__()
+        self.z_dim = z_dim
+
+    def forward(self) -> dist.Distribution:
+        raise NotImplementedError
+
+
+@register("normal")
+class StandardNormal(Prior):
+    """``N(0, I)``."""
+
+    def __init__(self, z_dim, x_dim, num_components, encoder):
+        super().__init__(z_dim, x_dim, num_components, encoder)
+        # Buffers, not constants, so that .to(device) is the only device code.
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+
+    def forward(self):
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+@register("studentt")
+class StudentT(Prior):
+    """Independent Student-t coordinates with 4 degrees of freedom: heavier tails than N(0, I)."""
+
+    df = 4.0
+
+    def __init__(self, z_dim, x_dim, num_components, encoder):
+        super().__init__(z_dim, x_dim, num_components, encoder)
+        self.register_buffer("loc", torch.zeros(z_dim))
+        self.register_buffer("scale", torch.ones(z_dim))
+
+    def forward(self):
+        return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
+
+
+@register("mog")
+class MixtureOfGaussians(Prior):
+    """``sum_k pi_k N(loc_k, diag(scale_k^2))`` with learned weights, locations and scales."""
+
+    def __init__(self, z_dim, x_dim, num_components, encoder):
+        super().__init__(z_dim, x_dim, num_components, encoder)
+        g = torch.Generator().manual_seed(0)  # spread the components without touching the global seed
+        self.loc = nn.Parameter(torch.randn(num_components, z_dim, generator=g))
+        self.raw_scale = nn.Parameter(torch.full((num_components, z_dim), math.log(math.e - 1)))  # scale 1
+        self.logits = nn.Parameter(torch.zeros(num_components))
+
+    def forward(self):
+        components = dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-4).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+@register("vamp")
+class VampPrior(Prior):
+    """The VampPrior (Tomczak and Welling, 2018): ``(1/K) sum_k q(z | u_k)``, the guide's posteriors at
+    K learned pseudo-inputs ``u_k`` in the data's space."""
+
+    def __init__(self, z_dim, x_dim, num_components, encoder):
+        super().__init__(z_dim, x_dim, num_components, encoder)
+        g = torch.Generator().manual_seed(0)
+        self.raw_pseudo_inputs = nn.Parameter(0.1 * torch.randn(num_components, x_dim, generator=g))
+        self.encoder = encoder  # shared with the guide, not a copy
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_pseudo_inputs)  # (K, D) in (0, 1), like every data representation
+
+    def forward(self):
+        loc, scale = self.encoder(self.pseudo_inputs)  # (K, z_dim) each
+        weights = dist.Categorical(logits=loc.new_zeros(loc.shape[0]))
+        return dist.MixtureSameFamily(weights, dist.Normal(loc, scale).to_event(1))
+
+
+def has_closed_form_kl(prior: dist.Distribution, posterior: dist.Distribution) -> bool:
+    """Whether ``KL(posterior || prior)`` is known in closed form, as TraceMeanField_ELBO needs."""
+    try:
+        torch.distributions.kl_divergence(posterior, prior)
+    except NotImplementedError:
+        return False
+    return True
