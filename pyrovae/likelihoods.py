@@ -8,7 +8,7 @@ A new one is one class here, registered by name once::
         def forward(self, out):            # out: (..., D * params_per_pixel)
             return dist.Something(...).to_event(1)
 
-``log_px_offset`` converts a density on dequantized data, ``y = (x + u) / 256`` with ``u ~ U[0, 1)^D``,
+``log_px_offset`` converts a density on dequantized data, ``y = (x + u) / 256`` with ``u ~ U(0, 1)^D``,
 into a lower bound on the probability of the discrete pixels: ``log P(x) >= E_u log p(y) - D log 256``.
 """
 
@@ -41,9 +41,13 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(x + u) / 256``, ``u ~ U[0, 1)``: grey levels spread uniformly over their bins in [0, 1)."""
-    u = torch.rand(x.shape, generator=generator, device=x.device)
-    return (x.float() + u) / 256
+    """``(x + u) / 256``, ``u ~ U(0, 1)``: grey levels spread uniformly over their bins, inside (0, 1).
+
+    No value sits on the edge of [0, 1], where densities such as a Beta's may be infinite: ``u`` is kept
+    off 0 (torch.rand can return it), and float32 would round ``(255 + u) / 256`` up to 1 for ``u`` near 1.
+    """
+    u = torch.rand(x.shape, generator=generator, device=x.device).clamp_(min=2**-24)
+    return ((x.float() + u) / 256).clamp_(max=1 - 2**-24)
 
 
 class Likelihood(nn.Module):
@@ -82,7 +86,11 @@ class Bernoulli(Likelihood):
         return BernoulliImage(logits=out)
 
 
-class _Dequantized(Likelihood):
+class Dequantized(Likelihood):
+    """A density on dequantized grey levels in [0, 1): subclass it and write ``forward``."""
+
+    data_description = "dequantized grey levels"
+
     def data(self, x, generator=None):
         return dequantize(x, generator)
 
@@ -91,7 +99,7 @@ class _Dequantized(Likelihood):
 
 
 @register("continuous-bernoulli")
-class ContinuousBernoulli(_Dequantized):
+class ContinuousBernoulli(Dequantized):
     """The continuous Bernoulli (Loaiza-Ganem and Cunningham, 2019) on dequantized grey levels in [0, 1].
 
     Torch's implementation evaluates its normalising constant ``2 atanh(1 - 2 lam) / (1 - 2 lam)`` by a
@@ -105,7 +113,7 @@ class ContinuousBernoulli(_Dequantized):
 
 
 @register("gaussian")
-class Gaussian(_Dequantized):
+class Gaussian(Dequantized):
     """``N(loc(z), scale^2)`` on dequantized grey levels, with a learned scale per pixel."""
 
     data_description = "dequantized grey levels"
