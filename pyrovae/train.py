@@ -149,10 +149,8 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     _create_run_dir(run_dir)
     try:
         _train(config, data.to(device), run_dir, log)
-    except Diverged:
-        raise
     except BaseException:
-        if not (run_dir / io.CHECKPOINT).exists():
+        if not (run_dir / io.CHECKPOINT).exists():  # stopped before its first epoch ended: leave nothing
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return run_dir
@@ -259,7 +257,6 @@ def _train(
         test_elbo = _unless_diverged(vae, lambda: evaluate_elbo(loss_fn, x_test, config.eval_batch_size))
         if not (math.isfinite(train_elbo) and math.isfinite(test_elbo)):
             if epoch == 1:
-                shutil.rmtree(run_dir, ignore_errors=True)
                 kept = "no epoch finished, so nothing is kept"
             else:
                 kept = f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"

@@ -185,6 +185,21 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
     assert len(read_metrics(out)) == 1
 
 
+def test_nan_in_the_first_epoch_leaves_nothing(tmp_path, monkeypatch):
+    real_epoch = pyrovae.train.train_epoch
+
+    def poisoned_epoch(loss_fn, *args, **kwargs):
+        with torch.no_grad():
+            next(loss_fn.parameters()).fill_(math.nan)
+        return real_epoch(loss_fn, *args, **kwargs)
+
+    monkeypatch.setattr(pyrovae.train, "train_epoch", poisoned_epoch)
+    out = tmp_path / "run"
+    result = invoke("fit", "--dataset", "synthetic", "--epochs", "3", "--out", str(out))
+    assert_one_line_error(result, "diverged in epoch 1", "nothing is kept")
+    assert not out.exists()
+
+
 def test_help_lists_every_option():
     result = subprocess.run(
         [sys.executable, "cli.py", "fit", "--help"],
