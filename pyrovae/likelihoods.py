@@ -22,17 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import BernoulliImage, DiscretizedLogistic
+from .registry import registrar
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {}
-
-
-def register(name: str):
-    def add(cls: type[Likelihood]) -> type[Likelihood]:
-        cls.name = name
-        LIKELIHOODS[name] = cls
-        return cls
-
-    return add
+register = registrar(LIKELIHOODS)
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -16,16 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import registrar
+
 PRIORS: dict[str, type[Prior]] = {}
-
-
-def register(name: str):
-    def add(cls: type[Prior]) -> type[Prior]:
-        cls.name = name
-        PRIORS[name] = cls
-        return cls
-
-    return add
+register = registrar(PRIORS)
 
 
 class Prior(nn.Module):
