@@ -18,8 +18,8 @@ import torch
 from .errors import UserError
 from .likelihoods import binarize
 
-# Fixed for every run, whatever the training seed, so test figures are comparable across runs.
-TEST_BINARIZATION_SEED = 0
+# Draws the fixed evaluation set of every run, whatever the training seed, so figures are comparable.
+EVALUATION_SEED = 0
 
 _TORCHVISION = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 _FILES = (
@@ -124,10 +124,10 @@ def synthetic_dataset(
     return Dataset("synthetic", (image_size, image_size), x_train, y_train, x_test, y_test)
 
 
-def fixed_representation(x: torch.Tensor, prepare: Callable = binarize) -> torch.Tensor:
+def fixed_representation(x: torch.Tensor, prepare: Callable) -> torch.Tensor:
     """The fixed representation of an evaluation set (``prepare`` is a likelihood's ``data``): drawn on
     the CPU with a fixed seed, so every device and every run scores the same images."""
-    g = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+    g = torch.Generator().manual_seed(EVALUATION_SEED)
     return prepare(x.cpu(), generator=g).to(x.device)
 
 
