@@ -7,9 +7,10 @@ import math
 
 import click
 
-from pyrovae.config import DATASETS, DEVICES, ELBOS, SPLITS, EvalConfig, ModelConfig, TrainConfig
+from pyrovae.config import CHECKPOINTS, DATASETS, DEVICES, SPLITS, EvalConfig, ModelConfig, TrainConfig
 from pyrovae.errors import UserError
 from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.objectives import OBJECTIVES
 from pyrovae.priors import PRIORS
 
 
@@ -96,9 +97,37 @@ def cli() -> None:
 )
 @click.option(
     "--elbo",
-    type=click.Choice(ELBOS),
+    type=click.Choice(list(OBJECTIVES)),
     default=TrainConfig.elbo,
-    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL).",
+    help="The objective: trace (Trace_ELBO), meanfield (analytic KL), iwae (Burda et al.), iwae-dreg "
+    "(IWAE with doubly reparametrised guide gradients).",
+)
+@click.option(
+    "--num-particles",
+    type=POSITIVE_INT,
+    default=TrainConfig.num_particles,
+    help="Samples z_1..z_K per image in the objective (vectorized).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=TrainConfig.warmup,
+    help="Epochs over which the KL weight rises linearly from 0 to --beta (0: none).",
+)
+@click.option(
+    "--beta", type=PositiveFloat(), default=TrainConfig.beta, help="Weight of the KL term in the gradient."
+)
+@click.option(
+    "--validation",
+    type=click.IntRange(min=0),
+    default=TrainConfig.validation,
+    help="Training images held out (fixed seed) to choose the best epoch (0: none).",
+)
+@click.option(
+    "--early-stopping",
+    type=POSITIVE_INT,
+    default=None,
+    help="Stop after this many epochs past the warm-up without a better validation ELBO.",
 )
 @click.option("--seed", type=int, default=TrainConfig.seed)
 @click.option(
@@ -161,6 +190,14 @@ def fit(
     click.echo(f"wrote {run_dir}")
 
 
+CHECKPOINT = click.option(
+    "--checkpoint",
+    type=click.Choice(CHECKPOINTS),
+    default=EvalConfig.checkpoint,
+    help="best: the epoch of the best validation ELBO (the last where the run has no validation split).",
+)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -191,6 +228,7 @@ def fit(
     default=EvalConfig.compile,
     help="Fuse the Bernoulli log-density with torch.compile (~20 s once, then faster).",
 )
+@CHECKPOINT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def evaluate(run_dir: str, as_json: bool, **options) -> None:
@@ -222,6 +260,7 @@ def _echo_paths(paths) -> None:
 @click.option("--seed", type=int, default=0)
 @OUT
 @VIEW_DEVICE
+@CHECKPOINT
 @user_errors
 def sample(run_dir: str, **options) -> None:
     """Decode prior draws: the likelihood's mean beside a draw from it (samples.png)."""
@@ -235,6 +274,7 @@ def sample(run_dir: str, **options) -> None:
 @click.option("-n", "--num-images", type=POSITIVE_INT, default=36)
 @OUT
 @VIEW_DEVICE
+@CHECKPOINT
 @DATA_DIR
 @user_errors
 def reconstruct(run_dir: str, **options) -> None:
@@ -248,6 +288,7 @@ def reconstruct(run_dir: str, **options) -> None:
 @RUN_DIR
 @OUT
 @VIEW_DEVICE
+@CHECKPOINT
 @DATA_DIR
 @user_errors
 def latent(run_dir: str, **options) -> None:
@@ -263,6 +304,7 @@ def latent(run_dir: str, **options) -> None:
 @click.option("--steps", type=click.IntRange(min=2), default=10)
 @OUT
 @VIEW_DEVICE
+@CHECKPOINT
 @DATA_DIR
 @user_errors
 def interpolate(run_dir: str, **options) -> None:

@@ -18,9 +18,10 @@ import torch
 
 from pyrovae.config import EvalConfig
 from pyrovae.data import binarize_fixed, load_dataset
-from pyrovae.likelihood import importance_estimate
+from pyrovae.importance import importance_estimate
 from pyrovae.model import VAE
-from pyrovae.train import load_run, resolve_device
+from pyrovae.runs import load_run
+from pyrovae.train import resolve_device
 
 
 @torch.no_grad()

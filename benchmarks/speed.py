@@ -22,7 +22,7 @@ import torch
 from pyrovae.baseline import ClosedFormLoss
 from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import binarize_fixed, load_dataset
-from pyrovae.likelihood import importance_estimate
+from pyrovae.importance import importance_estimate
 from pyrovae.model import VAE
 from pyrovae.train import adam, elbo_loss, resolve_device, train_epoch
 

@@ -1,7 +1,7 @@
 """pyrovae: variational autoencoders written the Pyro way."""
 
 from .config import EvalConfig, ModelConfig, TrainConfig
-from .likelihood import ImportanceEstimate, importance_estimate, log_likelihood
+from .importance import ImportanceEstimate, importance_estimate, log_likelihood
 from .model import VAE, Guide, Model
 
 __all__ = [

@@ -12,13 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DATASETS = ("mnist", "fashionmnist", "synthetic")
-ELBOS = ("trace", "meanfield")
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,14 +71,24 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a model is fitted: data, optimiser, ELBO estimator, where the run goes."""
+    """How a model is fitted: data, optimiser, objective, protocol, where the run goes."""
 
     dataset: str = "fashionmnist"
     data_dir: str | None = None
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    # The objective (see pyrovae.objectives) and its particles z_1..z_K per image.
     elbo: str = "trace"
+    num_particles: int = 1
+    # The weight of log p(z) - log q(z|x) in the gradient rises linearly, step by step, from 0 to beta
+    # over the first `warmup` epochs (0: beta from the start). Reported figures are never weighted.
+    warmup: int = 0
+    beta: float = 1.0
+    # Training images held out (chosen once, with a fixed seed) to pick the best epoch; 0: none.
+    validation: int = 0
+    # Stop after this many epochs (past the warm-up) without a better validation ELBO; None: never.
+    early_stopping: int | None = None
     seed: int = 0
     device: str = "auto"
     out: str | None = None
@@ -82,15 +103,24 @@ class TrainConfig:
             object.__setattr__(self, "model", ModelConfig(**self.model))
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.elbo not in ELBOS:
-            raise ValueError(f"elbo must be one of {', '.join(ELBOS)}, got {self.elbo!r}")
+        from .objectives import OBJECTIVES
+
+        if self.elbo not in OBJECTIVES:
+            raise ValueError(f"elbo must be one of {', '.join(OBJECTIVES)}, got {self.elbo!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        _positive_number("lr", self.lr)
+        _positive_int("num_particles", self.num_particles)
+        _non_negative_int("warmup", self.warmup)
+        _positive_number("beta", self.beta)
+        _non_negative_int("validation", self.validation)
+        if self.early_stopping is not None:
+            _positive_int("early_stopping", self.early_stopping)
+            if not self.validation:
+                raise ValueError("early stopping needs a validation split to watch: give --validation N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,11 +131,12 @@ class TrainConfig:
 
 
 SPLITS = ("test", "train")
+CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How a run is scored by importance sampling (see :func:`pyrovae.likelihood.log_likelihood`)."""
+    """How a run is scored by importance sampling (see :func:`pyrovae.importance.log_likelihood`)."""
 
     num_samples: int = 5000
     split: str = "test"
@@ -119,12 +150,16 @@ class EvalConfig:
     data_dir: str | None = None
     # Fuse the Bernoulli log-density with torch.compile: ~20 s once, then about 3x faster scoring.
     compile: bool = True
+    # best: the epoch of the best validation ELBO (the last, for a run without a validation split).
+    checkpoint: str = "best"
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
         for name in ("num_samples", "chunk_size", "batch_size"):
             _positive_int(name, getattr(self, name))
         if self.num_points is not None:

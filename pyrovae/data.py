@@ -20,6 +20,8 @@ from .likelihoods import binarize
 
 # Draws the fixed evaluation set of every run, whatever the training seed, so figures are comparable.
 EVALUATION_SEED = 0
+# Chooses the validation images of every run, whatever the training seed: one split for all runs.
+VALIDATION_SEED = 1
 
 _TORCHVISION = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 _FILES = (
@@ -122,6 +124,23 @@ def synthetic_dataset(
     x_train, y_train = images(num_train)
     x_test, y_test = images(num_test)
     return Dataset("synthetic", (image_size, image_size), x_train, y_train, x_test, y_test)
+
+
+def hold_out(data: Dataset, num_valid: int) -> tuple[Dataset, torch.Tensor]:
+    """``num_valid`` training images, chosen with a fixed seed, held out as a validation split: the
+    data set less those images, and the images (uint8, (num_valid, D))."""
+    if num_valid >= len(data.x_train):
+        raise DataError(
+            f"--validation {num_valid} leaves no training images: {data.name} has {len(data.x_train)}"
+        )
+    if num_valid == 0:
+        return data, data.x_train[:0]
+    order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    valid, train = order[:num_valid].to(data.x_train.device), order[num_valid:].to(data.x_train.device)
+    rest = Dataset(
+        data.name, data.image_shape, data.x_train[train], data.y_train[train], data.x_test, data.y_test
+    )
+    return rest, data.x_train[valid]
 
 
 def fixed_representation(x: torch.Tensor, prepare: Callable) -> torch.Tensor:

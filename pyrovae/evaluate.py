@@ -13,8 +13,9 @@ import pyro
 from . import io
 from .config import EvalConfig
 from .data import fixed_representation, load_dataset
-from .likelihood import importance_estimate
-from .train import load_run, resolve_device
+from .importance import importance_estimate
+from .runs import load_run
+from .train import resolve_device
 
 EVALUATION = "evaluation.json"
 
@@ -31,7 +32,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     config = config if config is not None else EvalConfig()
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
-    vae, train_config, _ = load_run(run_dir, device)
+    vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
     data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
     data = load_dataset(train_config.dataset, data_dir)
     split = data.x_test if config.split == "test" else data.x_train
@@ -56,6 +57,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
         "num_samples": config.num_samples,
         "likelihood": train_config.model.likelihood,
         "prior": train_config.model.prior,
+        "checkpoint": config.checkpoint,
+        "epoch": payload["epoch"],
         "data": vae.model.p_x.data_description,
         "elbo": estimate.elbo.double().mean().item() + offset,
         "log_px_offset": offset,

@@ -16,9 +16,11 @@ from .config import TrainConfig
 from .errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
+BEST_CHECKPOINT = "checkpoint-best.pt"
 CONFIG = "config.json"
 METRICS = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "train_elbo", "test_elbo", "seconds")
+# valid_elbo is empty for a run without a validation split.
+METRIC_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "test_elbo", "seconds")
 _FORMAT = "pyrovae-checkpoint"
 _VERSION = 1
 
@@ -51,13 +53,13 @@ def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     write_text(run_dir / METRICS, buf.getvalue())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     with open(Path(run_dir) / METRICS, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def save_checkpoint(path: Path, config: TrainConfig, state: dict[str, Any]) -> None:

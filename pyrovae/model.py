@@ -39,6 +39,9 @@ class Model(PyroModule):
     :mod:`pyrovae.priors`, :mod:`pyrovae.likelihoods`); ``encoder`` is the guide's, for priors built on it.
     """
 
+    # The plates a site may sit in (just "data"); objectives put their particles left of them.
+    max_plate_nesting = 1
+
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
         self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)

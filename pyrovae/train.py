@@ -1,35 +1,36 @@
-"""Fitting a VAE by stochastic variational inference, and the run directory it leaves behind."""
+"""Fitting a VAE by stochastic variational inference: the epoch loop.
+
+The run directory it writes (checkpoints, resume, loading) is :mod:`pyrovae.runs`; the objectives are
+:mod:`pyrovae.objectives`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, loggers, plots
+from . import io, loggers, plots, runs
 from .config import TrainConfig
-from .data import Dataset, fixed_representation, load_dataset
+from .data import Dataset, fixed_representation, hold_out, load_dataset
 from .errors import UserError
 from .likelihoods import binarize
 from .model import VAE
-from .priors import has_closed_form_kl
-
-# TraceMeanField_ELBO uses the analytic KL(q || p) where Pyro knows it, a lower-variance estimate of
-# the same bound; Trace_ELBO estimates log p(x, z) - log q(z | x) at a draw of z.
-ELBO_ESTIMATORS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+from .objectives import OBJECTIVES, KLWeight
+from .runs import load_run
 
 
 class Diverged(UserError):
@@ -45,27 +46,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_estimator(config: TrainConfig) -> None:
-    """``--elbo meanfield`` needs ``KL(q(z|x) || p(z))`` in closed form; refuse priors without one."""
-    if config.elbo != "meanfield":
-        return
-    vae = VAE(config.model)
-    posterior = vae.guide.posterior(torch.zeros(1, config.model.x_dim))
-    if not has_closed_form_kl(vae.model.prior(), posterior):
-        raise UserError(
-            f"--elbo meanfield needs KL(q(z|x) || p(z)) in closed form, and the {config.model.prior} prior "
-            "has none; use --elbo trace"
-        )
-
-
-def elbo_loss(vae: VAE, estimator: str = "trace") -> nn.Module:
-    """``x -> -ELBO(x)``, summed over the rows of ``x``, as a differentiable ``nn.Module``.
+def elbo_loss(vae: VAE, estimator: str = "trace", num_particles: int = 1) -> nn.Module:
+    """``x -> -bound(x)``, summed over the rows of ``x``, as a differentiable ``nn.Module``.
 
     This is Pyro's own ``ELBO(...)(model, guide)`` (see Pyro's ``examples/svi_torch.py``): the same
     estimator and gradients as ``pyro.infer.SVI``, its parameters those of the model and guide, so a
-    plain torch optimizer steps them.
+    plain torch optimizer steps them. ``estimator`` names one of :data:`pyrovae.objectives.OBJECTIVES`.
     """
-    return ELBO_ESTIMATORS[estimator]()(vae.model, vae.guide)
+    elbo = OBJECTIVES[estimator](
+        num_particles=num_particles,
+        max_plate_nesting=vae.model.max_plate_nesting,
+        vectorize_particles=True,
+    )
+    return elbo(vae.model, vae.guide)
+
+
+def kl_weights(config: TrainConfig, epoch: int, steps_per_epoch: int) -> list[float]:
+    """The weight of ``log p(z) - log q(z|x)`` at each step of ``epoch`` (1-based): ``beta`` times the
+    fraction of the warm-up's steps done before it, ``min(1, t / (warmup * steps_per_epoch))``."""
+    if config.warmup == 0:
+        return [config.beta] * steps_per_epoch
+    total = config.warmup * steps_per_epoch
+    first = (epoch - 1) * steps_per_epoch
+    return [config.beta * min(1.0, (first + s) / total) for s in range(steps_per_epoch)]
 
 
 def train_epoch(
@@ -75,19 +78,24 @@ def train_epoch(
     batch_size: int,
     progress: Callable[[int], object] | None = None,
     prepare: Callable[[torch.Tensor], torch.Tensor] = binarize,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """One pass over ``x`` (uint8 grey levels, (N, D)) in a random order; returns the mean ELBO.
+    """One pass over ``x`` (uint8 grey levels, (N, D)) in a random order; returns the mean bound.
 
     Each batch is an index slice of ``x``, drawn afresh in the likelihood's representation by
-    ``prepare`` (binarized, by default). The ELBO is accumulated on the device,
-    so no step waits for the host. Pyro's validation (when on) checks the first step of the epoch;
-    the others repeat the same checks on the same shapes and are spared them: a NaN that appears
-    later still makes the epoch's ELBO NaN.
+    ``prepare`` (binarized, by default). ``weights[step]`` weights the latent terms' gradient
+    (:class:`~pyrovae.objectives.KLWeight`); the value summed is always the unweighted bound. The sum
+    is accumulated on the device, so no step waits for the host. Pyro's validation (when on) checks
+    the first step of the epoch; the others repeat the same checks on the same shapes and are spared
+    them: a NaN that appears later still makes the epoch's bound NaN.
     """
     validate = pyro_validation_enabled()
+    kl_weight = KLWeight()
     total = torch.zeros((), device=x.device)
     for step, idx in enumerate(torch.randperm(len(x), device=x.device).split(batch_size)):
-        with pyro.validation_enabled(validate and step == 0):
+        kl_weight.weight = 1.0 if weights is None else weights[step]
+        weighted = kl_weight if kl_weight.weight != 1 else contextlib.nullcontext()
+        with pyro.validation_enabled(validate and step == 0), weighted:
             loss = loss_fn(prepare(x[idx]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,46 +117,53 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 @torch.no_grad()
 def evaluate_elbo(loss_fn: nn.Module, x: torch.Tensor, batch_size: int) -> float:
-    """The mean ELBO, in nats per image, of binary images ``x`` (N, D)."""
+    """The mean ELBO, in nats per image, of images ``x`` (N, D) in the likelihood's representation."""
     total = sum(loss_fn(batch) for batch in x.split(batch_size))
     return -float(total) / len(x)
 
 
-def default_run_dir(dataset: str) -> Path:
-    return Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def _create_run_dir(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"output folder {path} already exists and is not empty; choose another --out")
+def check_objective(config: TrainConfig, vae: VAE) -> None:
+    """Refuse, with one line, an objective that cannot train this model (e.g. meanfield without a
+    closed-form KL)."""
+    x = torch.zeros(1, config.model.x_dim)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {path}: {e.strerror or e}") from None
+        with torch.random.fork_rng(devices=[]):  # the check's draws leave training's stream alone
+            OBJECTIVES[config.elbo].check(vae.model, vae.guide, x)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
+def _module_local_params(function: Callable) -> Callable:
+    """Run ``function`` with Pyro's module-local parameters: the networks' weights stay theirs, never
+    copied into Pyro's global param store on every step (nor left there afterwards)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with pyro.settings.context(module_local_params=True):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_module_local_params
 def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], None] = print) -> Path:
     """Train a VAE as ``config`` says and write its run directory; returns the directory.
 
-    Everything that can be checked (device, data, output folder) is checked before the directory is
-    made, so bad input leaves nothing behind.
+    Everything that can be checked or built (device, data, model, objective, output folder) is, before
+    the directory is made, so bad input leaves nothing behind.
     """
     device = resolve_device(config.device)
     loggers.check_available(config)
-    check_estimator(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, image_shape=data.image_shape)
-    )
-    run_dir = Path(config.out) if config.out is not None else default_run_dir(config.dataset)
-    config = dataclasses.replace(config, out=str(run_dir))
-    _create_run_dir(run_dir)
+    run_dir = Path(config.out) if config.out is not None else runs.default_run_dir(config.dataset)
+    model = dataclasses.replace(config.model, image_shape=data.image_shape)
+    config = dataclasses.replace(config, model=model, out=str(run_dir))
+    runs.check_run_dir(run_dir)
+    trainer = Trainer(config, data, device)
+    runs.create_run_dir(run_dir)
     try:
-        _train(config, data.to(device), run_dir, log)
+        trainer.run(run_dir, log)
     except BaseException:
         if not (run_dir / io.CHECKPOINT).exists():  # stopped before its first epoch ended: leave nothing
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -156,10 +171,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     return run_dir
 
 
-# What may differ when a run is resumed: where it runs and reads, and how long it goes on.
-RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "tensorboard")
-
-
+@_module_local_params
 def resume(
     run_dir: str | Path,
     changes: dict[str, Any] | None = None,
@@ -169,78 +181,100 @@ def resume(
     """Continue the run in ``run_dir`` from its last checkpoint, as if it had never stopped.
 
     ``changes`` are options given again (``TrainConfig`` fields, and ``model`` fields by name); those
-    of :data:`RESUMABLE_CHANGES` may differ from the run's config, any other that differs is refused.
+    of :data:`pyrovae.runs.RESUMABLE_CHANGES` may differ from the run's config, any other is refused.
     """
     run_dir = Path(run_dir)
     if not (run_dir / io.CHECKPOINT).exists() and (run_dir / io.CONFIG).exists():
         raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
     config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
-    config = _apply_changes(config, changes or {}, payload["epoch"], run_dir)
+    config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
     device = resolve_device(config.device)
     loggers.check_available(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
-    _train(config, data.to(device), run_dir, log, payload)
+    Trainer(config, data, device, payload).run(run_dir, log)
     return run_dir
 
 
-def _apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_dir: Path) -> TrainConfig:
-    model_fields = {f.name for f in dataclasses.fields(config.model)}
-    contradictions = []
-    for name, value in changes.items():
-        current = getattr(config.model if name in model_fields else config, name)
-        if name == "out":
-            value, current = Path(value).resolve(), run_dir.resolve()
-        if name in RESUMABLE_CHANGES or value == current:
-            continue
-        contradictions.append(f"--{name.replace('_', '-')} {value} (the run has {current})")
-    if contradictions:
-        raise UserError(
-            f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only "
-            f"{', '.join('--' + c.replace('_', '-') for c in RESUMABLE_CHANGES)} may change"
+class Trainer:
+    """A model, its objective and optimizer, and the data split for them, built before anything is
+    written; :meth:`run` trains epoch by epoch into a run directory."""
+
+    def __init__(
+        self, config: TrainConfig, data: Dataset, device: torch.device, checkpoint: dict | None = None
+    ):
+        self.config = config
+        train, x_valid = hold_out(data, config.validation)
+        self.data = train.to(device)
+        pyro.set_rng_seed(config.seed)
+        self.vae = VAE(config.model).to(device)
+        check_objective(config, self.vae)
+        self.loss_fn = elbo_loss(self.vae, config.elbo, config.num_particles)
+        # Every figure is the same single-draw ELBO, whatever the objective trained: comparable.
+        self.elbo_fn = elbo_loss(self.vae)
+        self.optimizer = adam(self.loss_fn.parameters(), config.lr)
+        represent = self.vae.model.p_x.data
+        self.x_valid = fixed_representation(x_valid, represent).to(device)
+        self.x_test = fixed_representation(self.data.x_test, represent)
+        self.metrics: list[dict[str, Any]] = []
+        if checkpoint is not None:
+            self.vae.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.metrics = checkpoint["metrics"]
+            _set_rng_state(checkpoint["rng"], device)
+
+    def run(self, run_dir: Path, log: Callable[[str], None]) -> None:
+        config, data, vae = self.config, self.data, self.vae
+        device = data.x_train.device
+        io.write_config(run_dir, config)
+        if self.metrics:
+            io.write_metrics(run_dir, self.metrics)  # the checkpoint's rows, should the run have died between
+        first = len(self.metrics) + 1
+        log(
+            f"{'resuming' if first > 1 else 'fitting'} {config.dataset} ({len(data.x_train)} train, "
+            f"{len(self.x_valid)} validation, {len(data.x_test)} test images) on {device} with "
+            f"{config.elbo} (K = {config.num_particles}), "
+            + (f"from epoch {first}, " if first > 1 else "")
+            + f"into {run_dir}"
         )
-    resumable = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
-    if resumable.get("epochs", config.epochs) < done:
-        raise UserError(
-            f"{run_dir} has already trained {done} epochs; --epochs {resumable['epochs']} is fewer"
-        )
-    return dataclasses.replace(config, **resumable)
+        board = loggers.TensorBoard(run_dir) if config.tensorboard else None
+        steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+        for epoch in range(first, config.epochs + 1):
+            if runs.stopped_early(config, self.metrics):
+                log(f"stopped early: no better validation ELBO in {config.early_stopping} epochs")
+                break
+            row = self._epoch(epoch, kl_weights(config, epoch, steps_per_epoch))
+            self.metrics.append(row)
+            runs.save_epoch(
+                run_dir,
+                config,
+                {
+                    "epoch": epoch,
+                    "model": vae.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "metrics": self.metrics,
+                    "rng": _rng_state(device),
+                },
+            )
+            io.write_metrics(run_dir, self.metrics)
+            if board is not None:
+                board.epoch(row)
+            valid = f"valid ELBO {row['valid_elbo']:9.3f}  " if row["valid_elbo"] is not None else ""
+            log(
+                f"epoch {epoch:3d}/{config.epochs}  train bound {row['train_elbo']:9.3f}  {valid}"
+                f"test ELBO {row['test_elbo']:9.3f}  ({row['seconds']:.1f} s)"
+            )
+        best, _, _ = load_run(run_dir, device)  # the pictures show the model evaluate scores
+        plots.draw_run(best, self.x_test, self.metrics, run_dir)
+        if board is not None:
+            board.images(best, self.x_test, len(self.metrics))
+            board.close()
 
-
-def _train(
-    config: TrainConfig,
-    data: Dataset,
-    run_dir: Path,
-    log: Callable[[str], None],
-    checkpoint: dict[str, Any] | None = None,
-) -> None:
-    device = data.x_train.device
-    io.write_config(run_dir, config)
-    pyro.set_rng_seed(config.seed)
-    vae = VAE(config.model).to(device)
-    loss_fn = elbo_loss(vae, config.elbo)
-    optimizer = adam(loss_fn.parameters(), config.lr)
-    x_test = fixed_representation(data.x_test, vae.model.p_x.data)
-    metrics: list[dict[str, float]] = []
-    if checkpoint is not None:
-        vae.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        metrics = checkpoint["metrics"]
-        _set_rng_state(checkpoint["rng"], device)
-        io.write_metrics(run_dir, metrics)  # the checkpoint's rows, should the run have died between the two
-    first = len(metrics) + 1
-    log(
-        f"{'resuming' if checkpoint else 'fitting'} {config.dataset} ({len(data.x_train)} train, "
-        f"{len(data.x_test)} test images) on {device}, "
-        + (f"from epoch {first}, " if checkpoint else "")
-        + f"into {run_dir}"
-    )
-
-    board = loggers.TensorBoard(run_dir) if config.tensorboard else None
-    for epoch in range(first, config.epochs + 1):
+    def _epoch(self, epoch: int, weights: list[float]) -> dict[str, Any]:
+        config, vae = self.config, self.vae
         start = time.perf_counter()
         with tqdm(
-            total=len(data.x_train),
+            total=len(self.data.x_train),
             desc=f"epoch {epoch}",
             unit="img",
             leave=False,
@@ -250,41 +284,37 @@ def _train(
             train_elbo = _unless_diverged(
                 vae,
                 lambda: train_epoch(
-                    loss_fn, optimizer, data.x_train, config.batch_size, bar.update, vae.model.p_x.data
+                    self.loss_fn,
+                    self.optimizer,
+                    self.data.x_train,
+                    config.batch_size,
+                    bar.update,
+                    vae.model.p_x.data,
+                    weights,
                 ),
             )
         seconds = time.perf_counter() - start
-        test_elbo = _unless_diverged(vae, lambda: evaluate_elbo(loss_fn, x_test, config.eval_batch_size))
-        if not (math.isfinite(train_elbo) and math.isfinite(test_elbo)):
-            if epoch == 1:
-                kept = "no epoch finished, so nothing is kept"
-            else:
-                kept = f"the checkpoint of epoch {epoch - 1} is kept in {run_dir}"
+        valid_elbo = None
+        if len(self.x_valid):
+            valid_elbo = self._elbo(self.x_valid)
+        test_elbo = self._elbo(self.x_test)
+        if not all(math.isfinite(v) for v in (train_elbo, test_elbo, valid_elbo or 0.0)):
+            kept = (
+                "no epoch finished, so nothing is kept"
+                if epoch == 1
+                else f"the checkpoint of epoch {epoch - 1} is kept"
+            )
             raise Diverged(f"training diverged in epoch {epoch}: the ELBO is not finite; {kept}")
-        row = {"epoch": epoch, "train_elbo": train_elbo, "test_elbo": test_elbo, "seconds": seconds}
-        metrics.append(row)
-        io.save_checkpoint(
-            run_dir / io.CHECKPOINT,
-            config,
-            {
-                "epoch": epoch,
-                "model": vae.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "metrics": metrics,
-                "rng": _rng_state(device),
-            },
-        )
-        io.write_metrics(run_dir, metrics)
-        if board is not None:
-            board.epoch(row)
-        log(
-            f"epoch {epoch:3d}/{config.epochs}  train ELBO {train_elbo:9.3f}  "
-            f"test ELBO {test_elbo:9.3f}  ({seconds:.1f} s)"
-        )
-    plots.draw_run(vae, x_test, metrics, run_dir)
-    if board is not None:
-        board.images(vae, x_test, len(metrics))
-        board.close()
+        return {
+            "epoch": epoch,
+            "train_elbo": train_elbo,
+            "valid_elbo": valid_elbo,
+            "test_elbo": test_elbo,
+            "seconds": seconds,
+        }
+
+    def _elbo(self, x: torch.Tensor) -> float:
+        return _unless_diverged(self.vae, lambda: evaluate_elbo(self.elbo_fn, x, self.config.eval_batch_size))
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -309,14 +339,3 @@ def _unless_diverged(vae: VAE, step: Callable[[], torch.Tensor | float]) -> floa
         if all(p.isfinite().all() for p in vae.parameters()):
             raise
         return math.nan
-
-
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[VAE, TrainConfig, dict]:
-    """The VAE of a run directory, rebuilt from its checkpoint alone, in eval mode on ``device``."""
-    config, payload = io.load_checkpoint(Path(run_dir) / io.CHECKPOINT, map_location=device)
-    vae = VAE(config.model)
-    try:
-        vae.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({e})") from None
-    return vae.to(device).eval(), config, payload

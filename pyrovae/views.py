@@ -9,11 +9,18 @@ import pyro
 from . import plots
 from .data import Dataset, fixed_representation, load_dataset
 from .model import VAE
-from .train import load_run, resolve_device
+from .runs import load_run
+from .train import resolve_device
 
 
-def _open(run_dir: str | Path, device: str, data_dir: str | None = None, need_data: bool = True):
-    vae, config, _ = load_run(run_dir, resolve_device(device))
+def _open(
+    run_dir: str | Path,
+    device: str,
+    data_dir: str | None = None,
+    need_data: bool = True,
+    checkpoint: str = "best",
+):
+    vae, config, _ = load_run(run_dir, resolve_device(device), checkpoint)
     data: Dataset | None = None
     if need_data:
         data = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
@@ -34,9 +41,10 @@ def sample(
     out: str | Path | None = None,
     seed: int = 0,
     device: str = "cpu",
+    checkpoint: str = "best",
 ) -> list[Path]:
     """``samples.png``: prior draws decoded, the likelihood's mean beside a draw from it."""
-    vae, _, _ = _open(run_dir, device, need_data=False)
+    vae, _, _ = _open(run_dir, device, need_data=False, checkpoint=checkpoint)
     pyro.set_rng_seed(seed)
     path = _target(run_dir, out, "samples.png")
     plots.save_samples(vae, path, num_samples)
@@ -49,9 +57,10 @@ def reconstruct(
     out: str | Path | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
+    checkpoint: str = "best",
 ) -> list[Path]:
     """``reconstructions.png``: test images over their reconstructions."""
-    vae, _, data = _open(run_dir, device, data_dir)
+    vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     path = _target(run_dir, out, "reconstructions.png")
     cols = 12
     plots.save_reconstructions(vae, _x_test(vae, data), path, rows=-(-num_images // cols), cols=cols)
@@ -59,10 +68,14 @@ def reconstruct(
 
 
 def latent(
-    run_dir: str | Path, out: str | Path | None = None, device: str = "cpu", data_dir: str | None = None
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    checkpoint: str = "best",
 ) -> list[Path]:
     """``latent.png`` (posterior means by class), and for a 2-D latent ``manifold.png``."""
-    vae, config, data = _open(run_dir, device, data_dir)
+    vae, config, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     path = _target(run_dir, out, "latent.png")
     plots.save_latent(vae, _x_test(vae, data), data.y_test, config.dataset, path)
     written = [path]
@@ -80,9 +93,10 @@ def interpolate(
     out: str | Path | None = None,
     device: str = "cpu",
     data_dir: str | None = None,
+    checkpoint: str = "best",
 ) -> list[Path]:
     """``interpolations.png``: decodings along lines between the latents of pairs of test images."""
-    vae, _, data = _open(run_dir, device, data_dir)
+    vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     x = _x_test(vae, data)
     if len(x) < 2 * pairs:
         raise ValueError(f"{pairs} pairs need {2 * pairs} test images; the test set has {len(x)}")

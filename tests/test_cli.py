@@ -16,7 +16,7 @@ from cli import cli
 from pyrovae.data import binarize_fixed, synthetic_dataset
 from pyrovae.io import METRIC_COLUMNS, read_metrics
 from pyrovae.model import VAE
-from pyrovae.train import load_run
+from pyrovae.runs import load_run
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ def test_example_trains_and_prints_log_px(name, tmp_path):
 def test_the_example_prior_is_learned(tmp_path):
     import torch
 
-    from pyrovae.train import load_run
+    from pyrovae.runs import load_run
 
     args = ["--dataset", "synthetic", "--epochs", "2", "--num-samples", "5", "--num-points", "10",
             "--out", str(tmp_path / "r")]  # fmt: skip

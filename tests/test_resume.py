@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from pyrovae.io import read_metrics
@@ -24,11 +25,17 @@ def _rows(run: Path) -> int:
         return 0
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize(
+    "protocol",
+    [[], ["--num-particles", "3", "--elbo", "iwae", "--warmup", "3", "--validation", "200"]],
+    ids=["default", "particles-warmup-validation"],
+)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, protocol):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    subprocess.run([*FIT, "--out", str(whole)], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    fit = [*FIT, *protocol]
+    subprocess.run([*fit, "--out", str(whole)], cwd=ROOT, check=True, capture_output=True, timeout=300)
 
-    proc = subprocess.Popen([*FIT, "--out", str(broken)], cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*fit, "--out", str(broken)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
     while _rows(broken) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -45,12 +52,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     expected, got = read_metrics(whole), read_metrics(broken)
     assert [r["epoch"] for r in got] == [1, 2, 3, 4, 5, 6]
-    for key in ("train_elbo", "test_elbo"):
+    for key in ("train_elbo", "valid_elbo", "test_elbo"):
         assert [r[key] for r in got] == [r[key] for r in expected]
-    a = torch.load(whole / "checkpoint.pt", weights_only=True)
-    b = torch.load(broken / "checkpoint.pt", weights_only=True)
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
+    for checkpoint in ("checkpoint.pt", "checkpoint-best.pt"):
+        if not (whole / checkpoint).exists():
+            assert not (broken / checkpoint).exists()
+            continue
+        a = torch.load(whole / checkpoint, weights_only=True)
+        b = torch.load(broken / checkpoint, weights_only=True)
+        assert a["epoch"] == b["epoch"]
+        for name, tensor in a["model"].items():
+            assert torch.equal(tensor, b["model"][name]), name
 
 
 def test_resume_with_contradicting_options_is_refused(synthetic_run):

@@ -6,7 +6,7 @@ import torch
 
 from pyrovae import plots
 from pyrovae.data import binarize_fixed, synthetic_dataset
-from pyrovae.train import load_run
+from pyrovae.runs import load_run
 from tests.conftest import invoke
 
 

@@ -8,42 +8,8 @@ import pytest
 import torch
 
 from pyrovae.data import binarize_fixed, synthetic_dataset
-from pyrovae.likelihood import importance_estimate, log_likelihood
-from pyrovae.train import load_run
-
-K_LATENT, D_OBS, SIGMA = 3, 5, 0.5
-
-
-@pytest.fixture
-def linear_gaussian():
-    """``z ~ N(0, I_3)``, ``x = W z + b + sigma eps``: ``p(x) = N(b, W W^T + sigma^2 I)``."""
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(D_OBS, K_LATENT, generator=g, dtype=torch.float64)
-    b = torch.randn(D_OBS, generator=g, dtype=torch.float64)
-    marginal = dist.MultivariateNormal(b, W @ W.T + SIGMA**2 * torch.eye(D_OBS, dtype=torch.float64))
-    x = marginal.sample((20,))
-    # Exact posterior: precision M = I + W^T W / sigma^2, mean M^-1 W^T (x - b) / sigma^2.
-    post_cov = torch.linalg.inv(torch.eye(K_LATENT, dtype=torch.float64) + W.T @ W / SIGMA**2)
-
-    def model(x):
-        with pyro.plate("batch", len(x)):  # not named "data": any plate over dim 0 of x will do
-            z = pyro.sample("z", dist.Normal(torch.zeros(K_LATENT, dtype=x.dtype), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(z @ W.T + b, SIGMA).to_event(1), obs=x)
-
-    def post_loc(x):
-        return (x - b) @ W @ post_cov / SIGMA**2
-
-    def exact_guide(x):
-        with pyro.plate("batch", len(x)):
-            pyro.sample("z", dist.MultivariateNormal(post_loc(x), post_cov))
-
-    def poor_guide(x):
-        # Shifted and 1.5 times too wide: weights of finite variance, far from constant.
-        scale = 1.5 * post_cov.diagonal().sqrt()
-        with pyro.plate("batch", len(x)):
-            pyro.sample("z", dist.Normal(post_loc(x) + 0.3, scale).to_event(1))
-
-    return model, exact_guide, poor_guide, x, marginal.log_prob(x)
+from pyrovae.importance import importance_estimate, log_likelihood
+from pyrovae.runs import load_run
 
 
 def test_exact_posterior_gives_the_closed_form_for_any_k(linear_gaussian):

@@ -1,4 +1,6 @@
-"""Importance-sampled marginal log-likelihood, one estimate per data point (Burda et al., 2015).
+"""Importance weights of any Pyro model and guide, one row per data point: the importance-sampled
+marginal log-likelihood (Burda et al., 2015) here, and the IWAE objectives of :mod:`pyrovae.objectives`
+on the same code.
 
 For each row ``x_n``, with ``z_k ~ q(z | x_n)``, ``k = 1..K``::
 
@@ -19,6 +21,7 @@ from typing import NamedTuple
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
 from .distributions import compiled_log_prob
@@ -81,7 +84,7 @@ def importance_estimate(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     # The first trace is validated as Pyro's settings say (the support of x, every parameter);
     # the chunks repeat the same checks on the same data, so they run without them.
-    data_dim, particle_dim = _plate_dims(model, guide, x)
+    data_dim, particle_dim = plate_dims(model, guide, (x,))
     with pyro.validation_enabled(False), compiled_log_prob(compile):
         parts = [
             _estimate_rows(model, guide, rows, num_samples, chunk_size, data_dim, particle_dim)
@@ -107,22 +110,65 @@ def _estimate_rows(model, guide, x, num_samples, chunk_size, data_dim, particle_
 
 def _log_weights(model, guide, x, num_particles, data_dim, particle_dim) -> torch.Tensor:
     """``log p(x_n, z_kn) - log q(z_kn | x_n)`` for ``num_particles`` draws: (num_particles, N)."""
-    with pyro.plate("particles", num_particles, dim=particle_dim):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    guide_trace.compute_log_prob()
+    model_trace, guide_trace = trace_particles(model, guide, (x,), {}, num_particles, particle_dim)
+    log_w, _ = point_log_weights(model_trace, guide_trace, len(x), num_particles, data_dim, particle_dim)
+    return log_w
+
+
+def trace_particles(model, guide, args, kwargs, num_particles, particle_dim, guide_trace=None):
+    """The guide traced under a ``particles`` plate at ``particle_dim`` (or ``guide_trace`` as given),
+    and the model replayed against it: ``(model_trace, guide_trace)``, subsample sites pruned."""
+    if guide_trace is None:
+        guide_trace = poutine.trace(in_particles(guide, num_particles, particle_dim)).get_trace(
+            *args, **kwargs
+        )
+    # The plate inside replay, as Pyro's vectorized ELBOs nest it, so that it broadcasts the model's
+    # distributions too (a plate outside replay leaves replayed sites alone).
+    model_trace = poutine.trace(
+        poutine.replay(in_particles(model, num_particles, particle_dim), trace=guide_trace)
+    ).get_trace(*args, **kwargs)
+    return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace)
+
+
+def in_particles(program: Callable, num_particles: int, dim: int) -> Callable:
+    """``program`` run inside a vectorized ``particles`` plate at ``dim``."""
+
+    def run(*args, **kwargs):
+        with pyro.plate("particles", num_particles, dim=dim):
+            return program(*args, **kwargs)
+
+    return run
+
+
+def point_log_weights(
+    model_trace, guide_trace, n, num_particles, data_dim, particle_dim
+) -> tuple[torch.Tensor, float]:
+    """``log w = sum_sites log p - sum_sites log q`` per particle and data point: ``(log_w, scale)``,
+    ``log_w`` (P, n).
+
+    A site's own weight (``poutine.scale``) stays inside ``log w``; the data plate's subsampling factor
+    (``size / subsample_size``, the same for every site) is returned as ``scale``, to multiply a sum over
+    points of a function of the weights, never the weights themselves: a scale inside the log-sum-exp is
+    Pyro issue #3104.
+    """
     model_trace.compute_log_prob()
-    log_w = 0.0
+    guide_trace.compute_log_prob()
+    log_w, scales = 0.0, set()
     for sign, trace in ((1, model_trace), (-1, guide_trace)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample":
                 continue
             if trace is model_trace and not site["is_observed"] and name not in guide_trace.nodes:
                 raise ValueError(f"the model's latent site {name!r} is not drawn by the guide")
-            log_w = log_w + sign * _per_point(site["log_prob"], name, len(x), data_dim, particle_dim)
-    return torch.as_tensor(log_w).expand(num_particles, len(x))
+            subsample = math.prod(
+                f.full_size / f.size for f in site["cond_indep_stack"] if f.full_size is not None
+            )
+            scales.add(subsample)
+            log_p = scale_and_mask(site["unscaled_log_prob"], site["scale"] / subsample, site["mask"])
+            log_w = log_w + sign * _per_point(log_p, name, n, data_dim, particle_dim)
+    if len(scales) > 1:
+        raise ValueError("the sites are subsampled by different factors; a per-point weight needs one")
+    return torch.as_tensor(log_w).expand(num_particles, n), scales.pop() if scales else 1.0
 
 
 def _per_point(log_prob, name, n, data_dim, particle_dim) -> torch.Tensor:
@@ -141,15 +187,16 @@ def _per_point(log_prob, name, n, data_dim, particle_dim) -> torch.Tensor:
     return log_prob.sum(others) if others else log_prob
 
 
-def _plate_dims(model, guide, x) -> tuple[int, int]:
+def plate_dims(model, guide, args, kwargs=None) -> tuple[int, int]:
     """The batch dim of the data points, and a free dim left of every plate for the particles.
 
     Found by tracing both programs once: the data plate is the plate of an observed site whose size
-    is ``len(x)``; a program without plates keeps its data points in the rightmost batch dim.
+    is ``len(args[0])``; a program without plates keeps its data points in the rightmost batch dim.
     """
+    kwargs = kwargs or {}
     with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     dims = [
         frame.dim
         for trace in (guide_trace, model_trace)
@@ -158,13 +205,19 @@ def _plate_dims(model, guide, x) -> tuple[int, int]:
         for frame in site["cond_indep_stack"]
         if frame.vectorized
     ]
+    data_dim = find_data_dim(model_trace, len(args[0]))
+    particle_dim = min([*dims, data_dim]) - 1
+    return data_dim, particle_dim
+
+
+def find_data_dim(model_trace, n: int, particle_dim: int | None = None) -> int:
+    """The dim of the plate of an observed site whose size is ``n``: the data points' batch dim (never
+    ``particle_dim``, whose plate may have the same size)."""
     data_dims = {
         frame.dim
         for site in model_trace.nodes.values()
         if site["type"] == "sample" and site["is_observed"]
         for frame in site["cond_indep_stack"]
-        if frame.vectorized and frame.size == len(x)
+        if frame.vectorized and frame.size == n and frame.dim != particle_dim
     }
-    data_dim = min(data_dims) if data_dims else -1  # the outermost, where plates nest
-    particle_dim = min([*dims, data_dim]) - 1
-    return data_dim, particle_dim
+    return min(data_dims) if data_dims else -1  # the outermost, where plates nest

@@ -1,0 +1,113 @@
+"""The run directory: made only once everything that can fail has been built, a checkpoint after every
+epoch (the last, and the best on the validation split), the options a resumed run may change, and the
+VAE rebuilt from a checkpoint alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import io
+from .config import CHECKPOINTS, TrainConfig
+from .errors import UserError
+from .model import VAE
+
+
+def default_run_dir(dataset: str) -> Path:
+    return Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def check_run_dir(path: Path) -> None:
+    """Refuse an output folder that holds anything already."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"output folder {path} already exists and is not empty; choose another --out")
+
+
+def create_run_dir(path: Path) -> None:
+    check_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {path}: {e.strerror or e}") from None
+
+
+def best_epoch(metrics: list[dict[str, float]]) -> int | None:
+    """The epoch of the highest validation ELBO (the first, among equals); None without a split."""
+    scored = [m for m in metrics if m.get("valid_elbo") is not None and math.isfinite(m["valid_elbo"])]
+    if not scored:
+        return None
+    return int(max(scored, key=lambda m: (m["valid_elbo"], -m["epoch"]))["epoch"])
+
+
+def stopped_early(config: TrainConfig, metrics: list[dict[str, float]]) -> bool:
+    """Whether ``early_stopping`` epochs past the warm-up have gone by without a better validation ELBO."""
+    best = best_epoch(metrics)
+    if config.early_stopping is None or best is None:
+        return False
+    return len(metrics) - max(best, config.warmup) >= config.early_stopping
+
+
+def save_epoch(run_dir: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+    """The checkpoint of the epoch just ended, and a copy as the best one when it is."""
+    io.save_checkpoint(run_dir / io.CHECKPOINT, config, state)
+    if best_epoch(state["metrics"]) == state["epoch"]:
+        io.save_checkpoint(run_dir / io.BEST_CHECKPOINT, config, state)
+
+
+# What may differ when a run is resumed: where it runs and reads, and how long it goes on.
+RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "tensorboard")
+
+
+def apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_dir: Path) -> TrainConfig:
+    """``config`` with the options given again on resume; any that contradicts the run is refused."""
+    model_fields = {f.name for f in dataclasses.fields(config.model)}
+    contradictions = []
+    for name, value in changes.items():
+        current = getattr(config.model if name in model_fields else config, name)
+        if name == "out":
+            value, current = Path(value).resolve(), run_dir.resolve()
+        if name in RESUMABLE_CHANGES or value == current:
+            continue
+        contradictions.append(f"--{name.replace('_', '-')} {value} (the run has {current})")
+    if contradictions:
+        raise UserError(
+            f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only "
+            f"{', '.join('--' + c.replace('_', '-') for c in RESUMABLE_CHANGES)} may change"
+        )
+    resumable = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
+    if resumable.get("epochs", config.epochs) < done:
+        raise UserError(
+            f"{run_dir} has already trained {done} epochs; --epochs {resumable['epochs']} is fewer"
+        )
+    return dataclasses.replace(config, **resumable)
+
+
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str = "best"
+) -> tuple[VAE, TrainConfig, dict]:
+    """The VAE of a run directory, rebuilt from a checkpoint alone, in eval mode on ``device``.
+
+    ``checkpoint="best"`` is the epoch of the best validation ELBO where the run held out a validation
+    split, else the last epoch; ``"last"`` is always the last.
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+    run_dir = Path(run_dir)
+    path = run_dir / io.CHECKPOINT
+    if checkpoint == "best" and (run_dir / io.BEST_CHECKPOINT).exists():
+        path = run_dir / io.BEST_CHECKPOINT
+    config, payload = io.load_checkpoint(path, map_location=device)
+    vae = VAE(config.model)
+    try:
+        vae.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({e})") from None
+    return vae.to(device).eval(), config, payload
