@@ -29,8 +29,14 @@ register = registrar(LIKELIHOODS)
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh draw ``x_bin ~ Bernoulli(x / 255)`` of uint8 grey levels, as float 0/1."""
-    return torch.bernoulli(x.float().div_(255), generator=generator)
+    """A fresh draw ``x_bin ~ Bernoulli(x / 255)`` of uint8 grey levels, as float 0/1.
+
+    Drawn as ``u < x / 255`` with ``u ~ U[0, 1)``, the same distribution as ``torch.bernoulli``, which
+    takes three times as long on a CPU (1.3 ms against 0.4 ms for a batch of 128 images, measured by
+    ``benchmarks/speed.py --parts``): a tenth of a training step.
+    """
+    u = torch.rand(x.shape, generator=generator, device=x.device)
+    return (u < x.float().div_(255)).float()
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

