@@ -7,7 +7,16 @@ import math
 
 import click
 
-from pyrovae.config import CHECKPOINTS, DATASETS, DEVICES, SPLITS, EvalConfig, ModelConfig, TrainConfig
+from pyrovae.config import (
+    CHECKPOINTS,
+    DATASETS,
+    DEVICES,
+    SEED_RANGE,
+    SPLITS,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from pyrovae.errors import UserError
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.objectives import OBJECTIVES
@@ -15,7 +24,8 @@ from pyrovae.priors import PRIORS
 
 
 def user_errors(command):
-    """Show a :class:`UserError` as click's one-line ``Error: ...`` and exit 1, with no traceback."""
+    """Show a :class:`UserError` as click's one-line ``Error: ...`` and exit 1, with no traceback; so
+    too an allocation that fails despite the memory estimates made before each job."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -23,6 +33,16 @@ def user_errors(command):
             return command(*args, **kwargs)
         except UserError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # a folder that is missing, full or read-only
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"cannot write {where}{e.strerror or e}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; choose smaller sizes") from None
+        except RuntimeError as e:  # torch.OutOfMemoryError is one; so is the CPU allocator's failure
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "memory" not in first.lower() and "allocate" not in first.lower():
+                raise
+            raise click.ClickException(f"out of memory ({first}); choose smaller sizes") from None
 
     return wrapper
 
@@ -60,6 +80,7 @@ class PositiveFloat(click.ParamType):
 
 
 POSITIVE_INT = click.IntRange(min=1)
+SEED = click.IntRange(*SEED_RANGE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -129,7 +150,7 @@ def cli() -> None:
     default=None,
     help="Stop after this many epochs past the warm-up without a better validation ELBO.",
 )
-@click.option("--seed", type=int, default=TrainConfig.seed)
+@click.option("--seed", type=SEED, default=TrainConfig.seed)
 @click.option(
     "--device",
     type=click.Choice(DEVICES),
@@ -220,7 +241,7 @@ CHECKPOINT = click.option(
     default=EvalConfig.batch_size,
     help="Images evaluated at once (memory only).",
 )
-@click.option("--seed", type=int, default=EvalConfig.seed)
+@click.option("--seed", type=SEED, default=EvalConfig.seed)
 @click.option("--device", type=click.Choice(DEVICES), default=EvalConfig.device)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="  [default: the run's own]")
 @click.option(
@@ -257,7 +278,7 @@ def _echo_paths(paths) -> None:
 @cli.command()
 @RUN_DIR
 @click.option("-n", "--num-samples", type=POSITIVE_INT, default=64)
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=SEED, default=0)
 @OUT
 @VIEW_DEVICE
 @CHECKPOINT

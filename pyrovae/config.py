@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DATASETS = ("mnist", "fashionmnist", "synthetic")
+# pyro.set_rng_seed seeds NumPy too, which takes 0 <= seed < 2**32.
+SEED_RANGE = (0, 2**32 - 1)
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _seed(value: Any) -> None:
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"seed must be an integer from {low} to {high}, got {value!r}")
 
 
 def _non_negative_int(name: str, value: Any) -> None:
@@ -113,6 +121,7 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
         _positive_number("lr", self.lr)
+        _seed(self.seed)
         _positive_int("num_particles", self.num_particles)
         _non_negative_int("warmup", self.warmup)
         _positive_number("beta", self.beta)
@@ -162,5 +171,6 @@ class EvalConfig:
             raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
         for name in ("num_samples", "chunk_size", "batch_size"):
             _positive_int(name, getattr(self, name))
+        _seed(self.seed)
         if self.num_points is not None:
             _positive_int("num_points", self.num_points)

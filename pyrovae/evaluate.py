@@ -10,7 +10,7 @@ from typing import Any
 
 import pyro
 
-from . import io
+from . import io, memory
 from .config import EvalConfig
 from .data import fixed_representation, load_dataset
 from .importance import importance_estimate
@@ -40,6 +40,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
         split = split[: config.num_points]
     x = fixed_representation(split, vae.model.p_x.data).to(device)
 
+    needed = memory.evaluation_bytes(train_config.model, config, len(x))
+    memory.check_fits(needed, device, "this evaluation")
     pyro.set_rng_seed(config.seed)
     start = time.perf_counter()
     estimate = importance_estimate(

@@ -36,8 +36,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(tmp):  # name the file asked for, not ours
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 

@@ -35,6 +35,11 @@ class Prior(nn.Module):
     def forward(self) -> dist.Distribution:
         raise NotImplementedError
 
+    @classmethod
+    def encoder_images(cls, num_components: int) -> int:
+        """Inputs the prior passes through the encoder at every step (for the memory estimate)."""
+        return 0
+
 
 @register("normal")
 class StandardNormal(Prior):
@@ -91,6 +96,10 @@ class VampPrior(Prior):
         g = torch.Generator().manual_seed(0)
         self.raw_pseudo_inputs = nn.Parameter(0.1 * torch.randn(num_components, x_dim, generator=g))
         self.encoder = encoder  # shared with the guide, not a copy
+
+    @classmethod
+    def encoder_images(cls, num_components):
+        return num_components
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:

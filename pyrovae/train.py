@@ -23,7 +23,7 @@ from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, loggers, plots, runs
+from . import io, loggers, memory, plots, runs
 from .config import TrainConfig
 from .data import Dataset, fixed_representation, hold_out, load_dataset
 from .errors import UserError
@@ -159,6 +159,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     run_dir = Path(config.out) if config.out is not None else runs.default_run_dir(config.dataset)
     model = dataclasses.replace(config.model, image_shape=data.image_shape)
     config = dataclasses.replace(config, model=model, out=str(run_dir))
+    memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
     runs.check_run_dir(run_dir)
     trainer = Trainer(config, data, device)
     runs.create_run_dir(run_dir)
@@ -192,6 +193,7 @@ def resume(
     loggers.check_available(config)
     if data is None:
         data = load_dataset(config.dataset, config.data_dir)
+    memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
     Trainer(config, data, device, payload).run(run_dir, log)
     return run_dir
 

@@ -8,6 +8,7 @@ import pyro
 
 from . import plots
 from .data import Dataset, fixed_representation, load_dataset
+from .errors import UserError
 from .model import VAE
 from .runs import load_run
 from .train import resolve_device
@@ -27,6 +28,17 @@ def _open(
     return vae, config, data
 
 
+# The most images one picture holds (a 64 x 64 grid): more would not be seen, and could exhaust memory.
+MAX_PICTURE_IMAGES = 4096
+
+
+def _check_picture(images: int, what: str) -> None:
+    if images > MAX_PICTURE_IMAGES:
+        raise UserError(
+            f"{what} would put {images:,} images in one picture; the most is {MAX_PICTURE_IMAGES:,}"
+        )
+
+
 def _target(run_dir: str | Path, out: str | Path | None, name: str) -> Path:
     return Path(out) if out is not None else Path(run_dir) / name
 
@@ -44,6 +56,7 @@ def sample(
     checkpoint: str = "best",
 ) -> list[Path]:
     """``samples.png``: prior draws decoded, the likelihood's mean beside a draw from it."""
+    _check_picture(2 * num_samples, f"-n {num_samples}")
     vae, _, _ = _open(run_dir, device, need_data=False, checkpoint=checkpoint)
     pyro.set_rng_seed(seed)
     path = _target(run_dir, out, "samples.png")
@@ -60,7 +73,10 @@ def reconstruct(
     checkpoint: str = "best",
 ) -> list[Path]:
     """``reconstructions.png``: test images over their reconstructions."""
+    _check_picture(2 * num_images, f"-n {num_images}")
     vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
+    if num_images > len(data.x_test):
+        raise UserError(f"-n {num_images} is more than the {len(data.x_test)} test images")
     path = _target(run_dir, out, "reconstructions.png")
     cols = 12
     plots.save_reconstructions(vae, _x_test(vae, data), path, rows=-(-num_images // cols), cols=cols)
@@ -96,10 +112,11 @@ def interpolate(
     checkpoint: str = "best",
 ) -> list[Path]:
     """``interpolations.png``: decodings along lines between the latents of pairs of test images."""
+    _check_picture(pairs * (steps + 2), f"--pairs {pairs} --steps {steps}")
     vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
+    if len(data.x_test) < 2 * pairs:
+        raise UserError(f"--pairs {pairs} needs {2 * pairs} test images; the test set has {len(data.x_test)}")
     x = _x_test(vae, data)
-    if len(x) < 2 * pairs:
-        raise ValueError(f"{pairs} pairs need {2 * pairs} test images; the test set has {len(x)}")
     path = _target(run_dir, out, "interpolations.png")
     plots.save_interpolations(vae, x, path, pairs, steps)
     return [path]
