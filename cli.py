@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import math
+from pathlib import Path
 
 import click
 
@@ -18,7 +21,9 @@ from pyrovae.config import (
     TrainConfig,
 )
 from pyrovae.errors import UserError
+from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.model import MODELS
 from pyrovae.objectives import OBJECTIVES
 from pyrovae.priors import PRIORS
 
@@ -83,9 +88,57 @@ POSITIVE_INT = click.IntRange(min=1)
 SEED = click.IntRange(*SEED_RANGE)
 
 
+class Registered(click.ParamType):
+    """A name in one of pyrovae's registries, read when the option is parsed, so that parts registered by
+    an ``--import``ed module count too."""
+
+    name = "name"
+
+    def __init__(self, table: dict):
+        self.table = table
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(self.table) + "]"
+
+    def convert(self, value, param, ctx):
+        if value not in self.table:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, self.table))}", param, ctx)
+        return value
+
+
+def import_parts(path_or_module: str) -> None:
+    """Import a module (a dotted name, or a ``.py`` file) that registers likelihoods, priors, guides,
+    models or objectives of its own."""
+    try:
+        if path_or_module.endswith(".py"):
+            path = Path(path_or_module)
+            spec = importlib.util.spec_from_file_location(f"pyrovae_parts_{path.stem}", path)
+            if spec is None or not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(path_or_module)
+    except Exception as e:  # any failure of the user's module is theirs to see, in one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise click.BadParameter(
+            f"cannot import {path_or_module}: {first}", param_hint="'--import'"
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def cli() -> None:
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="A module (dotted name or .py file) that registers parts of your own, imported first; needed "
+    "again by every command that reads a run made with them. A run directory never runs code.",
+)
+def cli(imports: tuple[str, ...]) -> None:
     """Variational autoencoders written the Pyro way."""
+    for module in imports:
+        import_parts(module)
 
 
 @cli.command()
@@ -108,17 +161,31 @@ def cli() -> None:
 )
 @click.option(
     "--likelihood",
-    type=click.Choice(list(LIKELIHOODS)),
+    type=Registered(LIKELIHOODS),
     default=ModelConfig.likelihood,
     help="p(x | z), each on the representation it is a true likelihood of (see README).",
 )
-@click.option("--prior", type=click.Choice(list(PRIORS)), default=ModelConfig.prior, help="p(z).")
+@click.option("--prior", type=Registered(PRIORS), default=ModelConfig.prior, help="p(z).")
+@click.option(
+    "--guide",
+    type=Registered(GUIDES),
+    default=ModelConfig.guide,
+    help="q(z | x): the encoder's Gaussian, or that Gaussian through --num-flows conditional flows.",
+)
+@click.option("--num-flows", type=POSITIVE_INT, default=ModelConfig.num_flows, help="For the flow guides.")
+@click.option(
+    "--model",
+    "family",
+    type=Registered(MODELS),
+    default=ModelConfig.family,
+    help="vae, or hvae: two stochastic layers (the VampPrior paper's HVAE).",
+)
 @click.option(
     "--num-components", type=POSITIVE_INT, default=ModelConfig.num_components, help="For --prior mog or vamp."
 )
 @click.option(
     "--elbo",
-    type=click.Choice(list(OBJECTIVES)),
+    type=Registered(OBJECTIVES),
     default=TrainConfig.elbo,
     help="The objective: trace (Trace_ELBO), meanfield (analytic KL), iwae (Burda et al.), iwae-dreg "
     "(IWAE with doubly reparametrised guide gradients).",
@@ -182,6 +249,9 @@ def fit(
     likelihood: str,
     prior: str,
     num_components: int,
+    guide: str,
+    num_flows: int,
+    family: str,
     resume: str | None,
     **options,
 ) -> None:
@@ -194,6 +264,9 @@ def fit(
         likelihood=likelihood,
         prior=prior,
         num_components=num_components,
+        guide=guide,
+        num_flows=num_flows,
+        family=family,
     )
     if resume is not None:
         given = {

@@ -23,10 +23,10 @@ from pyrovae.train import fit
 class LearnedNormal(Prior):
     """``z ~ N(loc, diag(scale^2))`` with ``loc`` and ``scale`` learned."""
 
-    def __init__(self, z_dim, x_dim, num_components, encoder):
-        super().__init__(z_dim, x_dim, num_components, encoder)
-        self.loc = nn.Parameter(torch.zeros(z_dim))
-        self.raw_scale = nn.Parameter(torch.full((z_dim,), 0.5413))  # softplus(0.5413) = 1
+    def __init__(self, config, encoder):
+        super().__init__(config, encoder)
+        self.loc = nn.Parameter(torch.zeros(config.z_dim))
+        self.raw_scale = nn.Parameter(torch.full((config.z_dim,), 0.5413))  # softplus(0.5413) = 1
 
     def forward(self):
         return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)

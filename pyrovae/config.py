@@ -52,6 +52,11 @@ class ModelConfig:
     prior: str = "normal"
     # Components of the mixture priors (mog, vamp).
     num_components: int = 50
+    # q(z | x) (see pyrovae.guides) and the conditional flows of the flow guides.
+    guide: str = "gaussian"
+    num_flows: int = 2
+    # The model (see pyrovae.model): vae, or hvae (two stochastic layers, each of size z_dim).
+    family: str = "vae"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -64,13 +69,25 @@ class ModelConfig:
         for size in self.hidden_dims:
             _positive_int("hidden_dims", size)
         _positive_int("num_components", self.num_components)
-        from .likelihoods import LIKELIHOODS  # the registries import torch; configs are read without it
+        _positive_int("num_flows", self.num_flows)
+        from .guides import GUIDES  # the registries import torch; configs are read without it
+        from .likelihoods import LIKELIHOODS
+        from .model import MODELS
         from .priors import PRIORS
 
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        for kind, name, table in (
+            ("likelihood", self.likelihood, LIKELIHOODS),
+            ("prior", self.prior, PRIORS),
+            ("guide", self.guide, GUIDES),
+            ("model", self.family, MODELS),
+        ):
+            if name not in table:
+                raise ValueError(
+                    f"{kind} {name!r} is not registered (registered: {', '.join(table)}); a part of your own "
+                    "is found with --import MODULE, the module that registers it"
+                )
+        if self.family == "hvae" and self.guide != "gaussian":
+            raise ValueError("the hvae has its own two-layer Gaussian guide; --guide works with --model vae")
 
     @property
     def x_dim(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -34,6 +35,9 @@ def compiled_log_prob(enabled: bool = True) -> Iterator[None]:
     """
     global _compiled, _use_compiled
     if enabled and _compiled is None:
+        # Inductor's C++ build step looks for a CUDA toolkit and, on a CPU-only machine with torch's CUDA
+        # wheel, logs "No CUDA runtime is found" at WARNING: nothing is wrong, so nothing is shown.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         _compiled = torch.compile(_fused_bernoulli_log_prob, dynamic=True)
     previous, _use_compiled = _use_compiled, enabled
     try:

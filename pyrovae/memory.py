@@ -7,6 +7,7 @@ available is refused with one line, rather than killed by the kernel halfway thr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -36,11 +37,17 @@ def available_bytes(device: torch.device) -> int:
 
 def parameter_count(config: ModelConfig) -> int:
     """The exact number of parameters of the VAE of ``config``, counted without allocating them."""
+    from .guides import GUIDES, Flow
     from .model import VAE  # the model imports every registry; the config module must not
 
+    guide = GUIDES[config.guide]
+    flows = issubclass(guide, Flow)
     with torch.device("meta"):
-        vae = VAE(config)
-    return sum(p.numel() for p in vae.parameters())
+        vae = VAE(dataclasses.replace(config, guide="gaussian") if flows else config)
+    count = sum(p.numel() for p in vae.parameters())
+    if flows:
+        count += config.num_flows * guide.transform_parameters(config.z_dim, config.hidden_dims[-1])
+    return count
 
 
 def _floats_per_image(config: ModelConfig, num_particles: int) -> int:

@@ -1,16 +1,17 @@
-"""The VAE as a Pyro program (Kingma and Welling, 2014).
+"""The VAE as a Pyro program (Kingma and Welling, 2014), and its two-layer hierarchy (Tomczak and
+Welling, 2018).
 
 Generative model (the decoder), with the default prior and likelihood::
 
     z_n ~ N(0, I)                          n = 1..N,  z_n in R^{z_dim}
     x_n ~ Bernoulli(logits = f_theta(z_n))  x_n in {0, 1}^D
 
-Inference model (the guide, the encoder)::
+Inference model (the guide, the encoder; see :mod:`pyrovae.guides` for the flows)::
 
     z_n ~ N(loc_phi(x_n), diag(scale_phi(x_n)^2))
 
-Both are trained together by maximising the ELBO,
-``E_q[log p(x, z) - log q(z | x)] <= log p(x)``, with Pyro's ``Trace_ELBO``.
+Both are trained together by maximising a bound on ``log p(x)`` (see :mod:`pyrovae.objectives`), the
+ELBO ``E_q[log p(x, z) - log q(z | x)]`` by default.
 
 Example::
 
@@ -27,11 +28,17 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from .config import ModelConfig
+from .guides import GUIDES, Guide
 from .likelihoods import LIKELIHOODS
-from .networks import Decoder, Encoder
+from .networks import Decoder, Encoder, JointDecoder, JointEncoder
 from .priors import PRIORS
+from .registry import registrar
+
+MODELS: dict[str, type[Model]] = {}
+register = registrar(MODELS)
 
 
+@register("vae")
 class Model(PyroModule):
     """``p(x, z) = p(z) p(x | z)``; the sites are ``"z"`` and ``"x"`` in the plate ``"data"``.
 
@@ -45,8 +52,13 @@ class Model(PyroModule):
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
         self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)
-        self.p_z = PRIORS[config.prior](config.z_dim, config.x_dim, config.num_components, encoder)
+        self.p_z = PRIORS[config.prior](config, encoder)
         self.decoder = Decoder(config.z_dim, config.hidden_dims, config.x_dim * self.p_x.params_per_pixel)
+
+    @staticmethod
+    def make_guide(config: ModelConfig) -> Guide:
+        """The guide this model is fitted with: the one the config names."""
+        return GUIDES[config.guide](config)
 
     def prior(self) -> dist.Distribution:
         """``p(z)``."""
@@ -62,21 +74,77 @@ class Model(PyroModule):
             z = pyro.sample("z", self.prior())
             return pyro.sample("x", self.likelihood(z), obs=x)
 
+    def decode(self, z: torch.Tensor) -> dist.Distribution:
+        """``p(x | z)`` for the top latent ``z`` (here the only one): what the pictures draw."""
+        return self.likelihood(z)
 
-class Guide(PyroModule):
-    """``q(z | x) = N(loc(x), diag(scale(x)^2))``, amortised by the encoder."""
+    def reconstruction(self, guide: Guide, x: torch.Tensor) -> dist.Distribution:
+        """``p(x | z)`` at the posterior's location, ``z = E_q[z | x]``."""
+        return self.likelihood(guide.location(x))
+
+
+@register("hvae")
+class HierarchicalModel(Model):
+    """The two-stochastic-layer VAE of the VampPrior paper (Tomczak and Welling, 2018, Sec. 3.3;
+    jmtomczak/vae_vampprior, ``models/HVAE_2level.py``), with z1 and z2 both of size ``z_dim``::
+
+        p(x, z1, z2) = p(z2) p(z1 | z2) p(x | z1, z2)      q(z1, z2 | x) = q(z2 | x) q(z1 | x, z2)
+
+    ``p(z2)`` is any prior of the registry (the VampPrior at the guide's ``q(z2 | x)``); ``p(z1 | z2)``,
+    ``q(z2 | x)`` and ``q(z1 | x, z2)`` are diagonal Gaussians. Sites ``"z2"``, ``"z1"``, ``"x"``.
+    """
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module):
+        super().__init__(config, encoder)
+        hidden, z = config.hidden_dims, config.z_dim
+        del self.decoder
+        self.p_z1 = Encoder(z, hidden, z)  # z2 -> (loc, scale) of z1
+        self.decoder = JointDecoder(z, z, hidden, config.x_dim * self.p_x.params_per_pixel)
+
+    @staticmethod
+    def make_guide(config):
+        return HierarchicalGuide(config)
+
+    def conditional_prior(self, z2: torch.Tensor) -> dist.Distribution:
+        """``p(z1 | z2)``."""
+        return dist.Normal(*self.p_z1(z2)).to_event(1)
+
+    def likelihood(self, z1: torch.Tensor, z2: torch.Tensor) -> dist.Distribution:
+        """``p(x | z1, z2)``."""
+        return self.p_x(self.decoder(z1, z2))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", self.prior())
+            z1 = pyro.sample("z1", self.conditional_prior(z2))
+            return pyro.sample("x", self.likelihood(z1, z2), obs=x)
+
+    def decode(self, z2):
+        return self.likelihood(self.conditional_prior(z2).mean, z2)
+
+    def reconstruction(self, guide, x):
+        z2 = guide.location(x)
+        return self.likelihood(guide.lower(x, z2).mean, z2)
+
+
+class HierarchicalGuide(Guide):
+    """``q(z2 | x) q(z1 | x, z2)``, diagonal Gaussians; ``posterior`` is the top layer's ``q(z2 | x)``."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.encoder = Encoder(config.x_dim, config.hidden_dims, config.z_dim)
+        super().__init__(config)
+        self.encoder_z1 = JointEncoder(config.x_dim, config.z_dim, config.hidden_dims, config.z_dim)
 
-    def posterior(self, x: torch.Tensor) -> dist.Distribution:
-        loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
+    def posterior(self, x):
+        return dist.Normal(*self.encoder(x)).to_event(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def lower(self, x: torch.Tensor, z2: torch.Tensor) -> dist.Distribution:
+        """``q(z1 | x, z2)``."""
+        return dist.Normal(*self.encoder_z1(x, z2)).to_event(1)
+
+    def forward(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
-            return pyro.sample("z", self.posterior(x))
+            z2 = pyro.sample("z2", self.posterior(x))
+            return pyro.sample("z1", self.lower(x, z2))
 
 
 def is_static(model: object, guide: object) -> bool:
@@ -111,16 +179,16 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = config if config is not None else ModelConfig()
-        self.guide = Guide(self.config)
-        self.model = Model(self.config, self.guide.encoder)
+        family = MODELS[self.config.family]
+        self.guide = family.make_guide(self.config)
+        self.model = family(self.config, self.guide.encoder)
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """Pixel means ``E[x | z]`` of ``num_samples`` draws ``z ~ p(z)``: (num_samples, D)."""
-        z = self.model.prior().sample((num_samples,))
-        return self.model.likelihood(z).mean
+        return self.model.decode(self.model.prior().sample((num_samples,))).mean
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel means ``E[x | z]`` at the posterior mean ``z = E_q[z | x]``: (N, D)."""
-        return self.model.likelihood(self.guide.posterior(x).mean).mean
+        """Pixel means ``E[x | z]`` at the posterior's location ``z = E_q[z | x]``: (N, D)."""
+        return self.model.reconstruction(self.guide, x).mean

@@ -223,6 +223,18 @@ class IWAEDReG(IWAE):
 
     static_loss = None  # its guide gradient is not that of a function of the weights
 
+    @classmethod
+    def check(cls, model, guide, x):
+        # log q at the draws, with phi held fixed, means the guide's transforms evaluated backwards.
+        try:
+            with pyro.poutine.block():
+                cls(num_particles=1).differentiable_loss(model, guide, x)
+        except (KeyError, NotImplementedError):
+            raise ValueError(
+                "iwae-dreg evaluates log q(z | x) at given z, which needs the inverse of every transform "
+                "of the guide, and this guide has one without (planar flows): use --elbo iwae"
+            ) from None
+
     def point_bounds(self, model, guide, *args, **kwargs):
         if not isinstance(guide, nn.Module):
             raise ValueError("iwae-dreg holds the guide's parameters fixed: the guide must be an nn.Module")

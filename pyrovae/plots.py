@@ -43,7 +43,7 @@ def save_samples(vae: VAE, path: Path, num_samples: int = 64) -> None:
     """For the same draws ``z ~ p(z)``: the pixel means ``E[x | z]``, and a draw ``x ~ p(x | z)``."""
     z = vae.model.prior().sample((num_samples,))
     with torch.no_grad():
-        likelihood = vae.model.likelihood(z)
+        likelihood = vae.model.decode(z)
         mean, draw = likelihood.mean, likelihood.sample()
     ncols = math.ceil(math.sqrt(num_samples))
     fig = Figure(figsize=(11, 5.8))
@@ -109,7 +109,7 @@ CLASS_NAMES = {
 def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, str]:
     """Posterior means ``E_q[z | x]`` in two dimensions: themselves for a 2-D latent, else their first
     two principal components (torch's SVD). Returns (N, 2) and a word for the axes."""
-    z = torch.cat([vae.guide.posterior(rows).mean for rows in x.split(batch_size)])  # (N, z_dim)
+    z = torch.cat([vae.guide.location(rows) for rows in x.split(batch_size)])  # (N, z_dim)
     if z.shape[1] == 2:
         return z, "z"
     centred = z - z.mean(0)
@@ -146,7 +146,7 @@ def manifold(vae: VAE, steps: int = 20, num_prior_draws: int = 100_000) -> torch
     q = torch.linspace(0.05, 0.95, steps, device=draws.device)
     z1, z2 = torch.quantile(draws[:, 0], q), torch.quantile(draws[:, 1], q).flip(0)
     z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
-    return vae.model.likelihood(z).mean
+    return vae.model.decode(z).mean
 
 
 def save_manifold(vae: VAE, path: Path, steps: int = 20) -> None:
@@ -159,9 +159,9 @@ def save_manifold(vae: VAE, path: Path, steps: int = 20) -> None:
 @torch.no_grad()
 def interpolation(vae: VAE, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> torch.Tensor:
     """Pixel means decoded along the line from ``E_q[z | x_a]`` to ``E_q[z | x_b]``: (steps, D)."""
-    z_a, z_b = vae.guide.posterior(x_a).mean, vae.guide.posterior(x_b).mean
+    z_a, z_b = vae.guide.location(x_a[None])[0], vae.guide.location(x_b[None])[0]
     t = torch.linspace(0, 1, steps, device=z_a.device)[:, None]
-    return vae.model.likelihood((1 - t) * z_a + t * z_b).mean
+    return vae.model.decode((1 - t) * z_a + t * z_b).mean
 
 
 def save_interpolations(vae: VAE, x: torch.Tensor, path: Path, pairs: int = 6, steps: int = 10) -> None:

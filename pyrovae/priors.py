@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ModelConfig
 from .registry import registrar
 
 PRIORS: dict[str, type[Prior]] = {}
@@ -23,14 +24,14 @@ register = registrar(PRIORS)
 
 
 class Prior(nn.Module):
-    """``p(z)``. ``encoder`` is the guide's (the VampPrior is built from it); ``num_components`` sizes
-    the mixtures."""
+    """``p(z)`` over ``config.z_dim`` dimensions. ``encoder`` is the guide's (the VampPrior is built from
+    it); ``config.num_components`` sizes the mixtures."""
 
     name: str
 
-    def __init__(self, z_dim: int, x_dim: int, num_components: int, encoder: nn.Module):
+    def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
-        self.z_dim = z_dim
+        self.z_dim = config.z_dim
 
     def forward(self) -> dist.Distribution:
         raise NotImplementedError
@@ -45,11 +46,11 @@ class Prior(nn.Module):
 class StandardNormal(Prior):
     """``N(0, I)``."""
 
-    def __init__(self, z_dim, x_dim, num_components, encoder):
-        super().__init__(z_dim, x_dim, num_components, encoder)
+    def __init__(self, config, encoder):
+        super().__init__(config, encoder)
         # Buffers, not constants, so that .to(device) is the only device code.
-        self.register_buffer("loc", torch.zeros(z_dim))
-        self.register_buffer("scale", torch.ones(z_dim))
+        self.register_buffer("loc", torch.zeros(self.z_dim))
+        self.register_buffer("scale", torch.ones(self.z_dim))
 
     def forward(self):
         return dist.Normal(self.loc, self.scale).to_event(1)
@@ -61,10 +62,10 @@ class StudentT(Prior):
 
     df = 4.0
 
-    def __init__(self, z_dim, x_dim, num_components, encoder):
-        super().__init__(z_dim, x_dim, num_components, encoder)
-        self.register_buffer("loc", torch.zeros(z_dim))
-        self.register_buffer("scale", torch.ones(z_dim))
+    def __init__(self, config, encoder):
+        super().__init__(config, encoder)
+        self.register_buffer("loc", torch.zeros(self.z_dim))
+        self.register_buffer("scale", torch.ones(self.z_dim))
 
     def forward(self):
         return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
@@ -74,12 +75,13 @@ class StudentT(Prior):
 class MixtureOfGaussians(Prior):
     """``sum_k pi_k N(loc_k, diag(scale_k^2))`` with learned weights, locations and scales."""
 
-    def __init__(self, z_dim, x_dim, num_components, encoder):
-        super().__init__(z_dim, x_dim, num_components, encoder)
+    def __init__(self, config, encoder):
+        super().__init__(config, encoder)
+        k, z_dim = config.num_components, config.z_dim
         g = torch.Generator().manual_seed(0)  # spread the components without touching the global seed
-        self.loc = nn.Parameter(torch.randn(num_components, z_dim, generator=g))
-        self.raw_scale = nn.Parameter(torch.full((num_components, z_dim), math.log(math.e - 1)))  # scale 1
-        self.logits = nn.Parameter(torch.zeros(num_components))
+        self.loc = nn.Parameter(torch.randn(k, z_dim, generator=g))
+        self.raw_scale = nn.Parameter(torch.full((k, z_dim), math.log(math.e - 1)))  # scale 1
+        self.logits = nn.Parameter(torch.zeros(k))
 
     def forward(self):
         components = dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-4).to_event(1)
@@ -91,10 +93,12 @@ class VampPrior(Prior):
     """The VampPrior (Tomczak and Welling, 2018): ``(1/K) sum_k q(z | u_k)``, the guide's posteriors at
     K learned pseudo-inputs ``u_k`` in the data's space."""
 
-    def __init__(self, z_dim, x_dim, num_components, encoder):
-        super().__init__(z_dim, x_dim, num_components, encoder)
+    def __init__(self, config, encoder):
+        super().__init__(config, encoder)
         g = torch.Generator().manual_seed(0)
-        self.raw_pseudo_inputs = nn.Parameter(0.1 * torch.randn(num_components, x_dim, generator=g))
+        self.raw_pseudo_inputs = nn.Parameter(
+            0.1 * torch.randn(config.num_components, config.x_dim, generator=g)
+        )
         self.encoder = encoder  # shared with the guide, not a copy
 
     @classmethod

@@ -62,6 +62,9 @@ def save_epoch(run_dir: Path, config: TrainConfig, state: dict[str, Any]) -> Non
         io.save_checkpoint(run_dir / io.BEST_CHECKPOINT, config, state)
 
 
+# Config fields whose command-line option has another name.
+OPTION_NAMES = {"family": "model"}
+
 # What may differ when a run is resumed: where it runs and reads, and how long it goes on.
 RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "tensorboard")
 
@@ -76,7 +79,8 @@ def apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_d
             value, current = Path(value).resolve(), run_dir.resolve()
         if name in RESUMABLE_CHANGES or value == current:
             continue
-        contradictions.append(f"--{name.replace('_', '-')} {value} (the run has {current})")
+        option = OPTION_NAMES.get(name, name.replace("_", "-"))
+        contradictions.append(f"--{option} {value} (the run has {current})")
     if contradictions:
         raise UserError(
             f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only "

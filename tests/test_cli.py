@@ -69,6 +69,9 @@ def test_config_json_holds_every_option(synthetic_run):
         "likelihood": "bernoulli",
         "prior": "normal",
         "num_components": 50,
+        "guide": "gaussian",
+        "num_flows": 2,
+        "family": "vae",
     }
     options = {p.name for p in cli.commands["fit"].params}
     assert options - set(config["model"]) - {"resume"} <= set(config)

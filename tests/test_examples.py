@@ -38,3 +38,18 @@ def test_the_example_prior_is_learned(tmp_path):
     vae, config, _ = load_run(tmp_path / "r")
     assert config.model.prior == "learned-normal"
     assert not torch.equal(vae.model.p_z.loc, torch.zeros_like(vae.model.p_z.loc))
+
+
+def test_a_model_and_guide_of_your_own_train_and_score(tmp_path):
+    """``examples/custom_model.py``: plain Pyro functions, pyrovae's loop and estimator; training helps."""
+    from pyrovae.data import synthetic_dataset
+
+    example = load("custom_model")
+    data = synthetic_dataset()
+    untrained = example.fit_and_score(data, 0, "iwae", 3, num_samples=50, num_points=100)
+    trained = example.fit_and_score(data, 3, "iwae", 3, num_samples=50, num_points=100)
+    assert trained["log_px"] >= trained["elbo"]
+    assert trained["log_px"] > untrained["log_px"] + 50  # far from the untrained ~ -D log 2 = -543
+    args = ["--dataset", "synthetic", "--epochs", "1", "--num-samples", "10", "--num-points", "20"]
+    result = CliRunner().invoke(example.main, args, catch_exceptions=False)
+    assert result.exit_code == 0 and "IS log p(x)" in result.output, result.output
