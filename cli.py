@@ -19,11 +19,13 @@ from pyrovae.config import (
     EvalConfig,
     ModelConfig,
     TrainConfig,
+    read_config_file,
 )
 from pyrovae.errors import UserError
 from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.model import MODELS
+from pyrovae.networks import NETWORKS
 from pyrovae.objectives import OBJECTIVES
 from pyrovae.priors import PRIORS
 
@@ -160,6 +162,12 @@ def cli(imports: tuple[str, ...]) -> None:
     help="Hidden layer sizes of the encoder (the decoder mirrors them), e.g. 200,200.",
 )
 @click.option(
+    "--arch",
+    type=Registered(NETWORKS),
+    default=ModelConfig.arch,
+    help="Hidden layers: mlp (linear + ReLU) or gated (gated dense, as the VampPrior paper).",
+)
+@click.option(
     "--likelihood",
     type=Registered(LIKELIHOODS),
     default=ModelConfig.likelihood,
@@ -234,6 +242,13 @@ def cli(imports: tuple[str, ...]) -> None:
     "--tensorboard", is_flag=True, help="Also log to <out>/tensorboard (pip install '.[tensorboard]')."
 )
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A TOML file with the keys of config.json (see recipes/); options given here override it.",
+)
+@click.option(
     "--resume",
     type=click.Path(exists=True, file_okay=False),
     default=None,
@@ -246,12 +261,14 @@ def fit(
     ctx: click.Context,
     z_dim: int,
     hidden_dims: tuple[int, ...],
+    arch: str,
     likelihood: str,
     prior: str,
     num_components: int,
     guide: str,
     num_flows: int,
     family: str,
+    config_file: str | None,
     resume: str | None,
     **options,
 ) -> None:
@@ -261,6 +278,7 @@ def fit(
     model_options = dict(
         z_dim=z_dim,
         hidden_dims=hidden_dims,
+        arch=arch,
         likelihood=likelihood,
         prior=prior,
         num_components=num_components,
@@ -268,15 +286,24 @@ def fit(
         num_flows=num_flows,
         family=family,
     )
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
     if resume is not None:
-        given = {
-            name: value
-            for name, value in {**options, **model_options}.items()
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        }
-        click.echo(f"wrote {train.resume(resume, given, log=click.echo)}")
+        changes = {name: value for name, value in {**options, **model_options}.items() if given(name)}
+        click.echo(f"wrote {train.resume(resume, changes, log=click.echo)}")
         return
     try:
+        if config_file is not None:  # the file's values, where the command line gives none
+            values = read_config_file(config_file)
+            file_model = values.pop("model", {})
+            options = {k: v if given(k) or k not in values else values[k] for k, v in options.items()}
+            options.update({k: v for k, v in values.items() if k not in options and k != "model"})
+            model_options = {
+                k: v if given(k) or k not in file_model else file_model[k] for k, v in model_options.items()
+            }
+            model_options.update({k: v for k, v in file_model.items() if k not in model_options})
         config = TrainConfig(model=ModelConfig(**model_options), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
@@ -406,6 +433,17 @@ def interpolate(run_dir: str, **options) -> None:
     from pyrovae import views
 
     _echo_paths(views.interpolate(run_dir, **options))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+@user_errors
+def compare(run_dirs: tuple[str, ...], markdown: bool) -> None:
+    """log p(x) of scored runs, and each run's paired difference against the first, image by image."""
+    from pyrovae.compare import compare_runs, table
+
+    click.echo(table(compare_runs(list(run_dirs)), markdown))
 
 
 if __name__ == "__main__":

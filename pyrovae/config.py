@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,8 @@ class ModelConfig:
     image_shape: tuple[int, ...] = (28, 28)
     z_dim: int = 20
     hidden_dims: tuple[int, ...] = (400,)
+    # The hidden layers (see pyrovae.networks): mlp (linear + ReLU) or gated (gated dense layers).
+    arch: str = "mlp"
     likelihood: str = "bernoulli"
     prior: str = "normal"
     # Components of the mixture priors (mog, vamp).
@@ -73,6 +77,7 @@ class ModelConfig:
         from .guides import GUIDES  # the registries import torch; configs are read without it
         from .likelihoods import LIKELIHOODS
         from .model import MODELS
+        from .networks import NETWORKS
         from .priors import PRIORS
 
         for kind, name, table in (
@@ -80,6 +85,7 @@ class ModelConfig:
             ("prior", self.prior, PRIORS),
             ("guide", self.guide, GUIDES),
             ("model", self.family, MODELS),
+            ("architecture", self.arch, NETWORKS),
         ):
             if name not in table:
                 raise ValueError(
@@ -154,6 +160,30 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return cls(**d)
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A run's options from a TOML file with the keys of ``config.json``: :class:`TrainConfig`'s fields
+    at the top, :class:`ModelConfig`'s in a ``[model]`` table. Unknown keys are a ``ValueError``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from None
+    model = values.get("model", {})
+    if not isinstance(model, dict):
+        raise ValueError(f"{path}: 'model' must be a table of ModelConfig's fields")
+    for keys, cls, where in ((values, TrainConfig, "top level"), (model, ModelConfig, "[model]")):
+        unknown = set(keys) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys at the {where}: {', '.join(sorted(unknown))}")
+    return values
 
 
 SPLITS = ("test", "train")

@@ -9,15 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
+import torch
 
 from . import io, memory
 from .config import EvalConfig
 from .data import fixed_representation, load_dataset
 from .importance import importance_estimate
+from .model import VAE
 from .runs import load_run
 from .train import resolve_device
 
 EVALUATION = "evaluation.json"
+# One row per scored image, in the split's order: what a paired comparison of two runs reads.
+EVALUATION_IMAGES = "evaluation-images.csv"
+# A latent dimension is active when the variance over the data of E_q[z_d | x] exceeds this (Burda et al.).
+ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any]:
@@ -48,6 +55,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
         vae.model, vae.guide, x, config.num_samples, config.chunk_size, config.batch_size, config.compile
     )
     seconds = time.perf_counter() - start
+    units = posterior_usage(vae, x, config.batch_size)
     n, d = x.shape
     # Densities on dequantized pixels: log P(pixels) >= log p(y) - D log 256 (see pyrovae.likelihoods).
     offset = vae.model.p_x.log_px_offset()
@@ -69,12 +77,43 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
         "log_px_stderr_images": (log_px.std().item() / math.sqrt(n)) if n > 1 else math.nan,
         "bits_per_dim": -log_px.mean().item() / (d * math.log(2)),
         "ess_mean": estimate.ess.double().mean().item(),
+        **units,
         "seconds": seconds,
         "device": str(device),
     }
     result["kl_gap"] = result["log_px"] - result["elbo"]
+    elbo = estimate.elbo.double() + offset
+    per_image = zip(log_px.tolist(), elbo.tolist(), strict=True)
+    rows = "".join(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(per_image))
+    io.write_text(run_dir / EVALUATION_IMAGES, "index,log_px,elbo\n" + rows)
     io.write_text(run_dir / EVALUATION, json.dumps(result, indent=2) + "\n")
     return result
+
+
+@torch.no_grad()
+def posterior_usage(vae: VAE, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
+    """Posterior collapse, measured on the top latent layer: ``active_units``, the dimensions whose
+    ``E_q[z_d | x]`` varies over the data by more than 0.01 (Burda et al., 2015), and ``kl_per_dim``,
+    the mean over the data of ``KL(q(z_d | x) || p(z_d))``, where both are diagonal Gaussians (None
+    otherwise: a flow guide or a mixture prior has no per-dimension KL in closed form)."""
+    means = torch.cat([vae.guide.location(rows) for rows in x.split(batch_size)])  # (N, z_dim)
+    active = int((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum()) if len(means) > 1 else 0
+    prior = vae.model.prior()
+    kl_per_dim = None
+    if _diagonal_normal(prior):
+        kls = []
+        for rows in x.split(batch_size):
+            q = vae.guide.posterior(rows)
+            if not _diagonal_normal(q):
+                break
+            kls.append(torch.distributions.kl_divergence(q.base_dist, prior.base_dist).sum(0))
+        else:
+            kl_per_dim = (sum(kls) / len(x)).tolist()
+    return {"active_units": active, "z_dim": means.shape[-1], "kl_per_dim": kl_per_dim}
+
+
+def _diagonal_normal(d) -> bool:
+    return isinstance(d, dist.Independent) and isinstance(d.base_dist, dist.Normal)
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -89,6 +128,7 @@ def summary(result: dict[str, Any]) -> str:
         f"  gap, KL(q(z|x) || p(z|x)) {r['kl_gap']:10.3f} nats",
         f"  bits per dimension        {r['bits_per_dim']:10.4f}",
         f"  mean effective sample size {r['ess_mean']:9.1f} of {r['num_samples']}",
+        f"  active units              {r['active_units']:10d} of {r['z_dim']} (Var E_q[z_d | x] > 0.01)",
     ]
     if r["log_px_offset"]:
         lines.append(

@@ -53,7 +53,8 @@ class Model(PyroModule):
         super().__init__()
         self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)
         self.p_z = PRIORS[config.prior](config, encoder)
-        self.decoder = Decoder(config.z_dim, config.hidden_dims, config.x_dim * self.p_x.params_per_pixel)
+        outputs = config.x_dim * self.p_x.params_per_pixel
+        self.decoder = Decoder(config.z_dim, config.hidden_dims, outputs, config.arch)
 
     @staticmethod
     def make_guide(config: ModelConfig) -> Guide:
@@ -98,8 +99,8 @@ class HierarchicalModel(Model):
         super().__init__(config, encoder)
         hidden, z = config.hidden_dims, config.z_dim
         del self.decoder
-        self.p_z1 = Encoder(z, hidden, z)  # z2 -> (loc, scale) of z1
-        self.decoder = JointDecoder(z, z, hidden, config.x_dim * self.p_x.params_per_pixel)
+        self.p_z1 = Encoder(z, hidden, z, config.arch)  # z2 -> (loc, scale) of z1
+        self.decoder = JointDecoder(z, z, hidden, config.x_dim * self.p_x.params_per_pixel, config.arch)
 
     @staticmethod
     def make_guide(config):
@@ -132,7 +133,9 @@ class HierarchicalGuide(Guide):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.encoder_z1 = JointEncoder(config.x_dim, config.z_dim, config.hidden_dims, config.z_dim)
+        self.encoder_z1 = JointEncoder(
+            config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch
+        )
 
     def posterior(self, x):
         return dist.Normal(*self.encoder(x)).to_event(1)

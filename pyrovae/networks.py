@@ -1,4 +1,9 @@
-"""Plain ``nn.Module`` networks, shared by the Pyro model and guide and by the hand-written baseline."""
+"""Plain ``nn.Module`` networks, shared by the Pyro model and guide and by the hand-written baseline.
+
+The architecture is a registry of hidden layers (``fit --arch``): ``mlp``, linear layers and ReLU;
+``gated``, the gated dense layers of the VampPrior paper. Every network maps ``(..., d_in)`` to
+``(..., d_out)``, whatever the leading (particle, sample) dimensions.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import registrar
+
+NETWORKS: dict[str, type[Architecture]] = {}
+register = registrar(NETWORKS)
+
+
+class Architecture:
+    """How hidden layers are made; ``dense`` stacks them and ends in a plain linear layer."""
+
+    name: str
+
+    @staticmethod
+    def hidden_layer(d_in: int, d_out: int) -> list[nn.Module]:
+        raise NotImplementedError
+
+    @classmethod
+    def dense(cls, sizes: Sequence[int]) -> nn.Sequential:
+        """Hidden layers ``sizes[0] -> ... -> sizes[-2]``, then ``Linear(sizes[-2], sizes[-1])``."""
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-2], sizes[1:-1], strict=True):
+            layers += cls.hidden_layer(d_in, d_out)
+        return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+@register("mlp")
+class MLP(Architecture):
+    """``relu(W x + b)``."""
+
+    @staticmethod
+    def hidden_layer(d_in, d_out):
+        return [nn.Linear(d_in, d_out), nn.ReLU()]
+
+
+class GatedDense(nn.Module):
+    """``(W_1 x + b_1) * sigmoid(W_2 x + b_2)`` (Dauphin et al., 2017), as the VampPrior paper's networks
+    (jmtomczak/vae_vampprior, ``utils/nn.py``)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.h, self.g = nn.Linear(d_in, d_out), nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+@register("gated")
+class Gated(Architecture):
+    """Gated dense layers (the VampPrior and Exemplar-VAE tables' 2 x 300 networks)."""
+
+    @staticmethod
+    def hidden_layer(d_in, d_out):
+        return [GatedDense(d_in, d_out)]
+
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
-    layers: list[nn.Module] = [nn.Linear(sizes[0], sizes[1])]
-    for d_in, d_out in zip(sizes[1:-1], sizes[2:], strict=True):
-        layers += [nn.ReLU(), nn.Linear(d_in, d_out)]
-    return nn.Sequential(*layers)
+    return MLP.dense(sizes)
 
 
 def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,9 +83,9 @@ def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Encoder(nn.Module):
     """``x -> (loc, scale)`` of a diagonal Gaussian over ``z``: ``q(z | x)``, or ``p(z1 | z2)``."""
 
-    def __init__(self, x_dim: int, hidden_dims: Sequence[int], z_dim: int):
+    def __init__(self, x_dim: int, hidden_dims: Sequence[int], z_dim: int, arch: str = "mlp"):
         super().__init__()
-        self.net = mlp([x_dim, *hidden_dims, 2 * z_dim])
+        self.net = NETWORKS[arch].dense([x_dim, *hidden_dims, 2 * z_dim])
 
     @property
     def context_dim(self) -> int:
@@ -49,36 +104,40 @@ class JointEncoder(nn.Module):
     """``(a, b) -> (loc, scale)``: each input through a layer of its own, then together (the
     VampPrior paper's ``q(z1 | x, z2)``)."""
 
-    def __init__(self, a_dim: int, b_dim: int, hidden_dims: Sequence[int], z_dim: int):
+    def __init__(self, a_dim: int, b_dim: int, hidden_dims: Sequence[int], z_dim: int, arch: str = "mlp"):
         super().__init__()
-        width = hidden_dims[-1]
-        self.a, self.b = mlp([a_dim, width]), mlp([b_dim, width])
-        self.joint = mlp([2 * width, *hidden_dims, 2 * z_dim])
+        layers, width = NETWORKS[arch], hidden_dims[-1]
+        self.a = nn.Sequential(*layers.hidden_layer(a_dim, width))
+        self.b = nn.Sequential(*layers.hidden_layer(b_dim, width))
+        self.joint = layers.dense([2 * width, *hidden_dims[1:], 2 * z_dim])
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = torch.broadcast_tensors(self.a(a), self.b(b))  # particles of b, one a: (..., width)
-        return gaussian_parameters(self.joint(F.relu(torch.cat([a, b], dim=-1))))
+        a = self.a(a)  # (N, width)
+        b = self.b(b)  # (..., N, width): particles of b, one a
+        return gaussian_parameters(self.joint(torch.cat(torch.broadcast_tensors(a, b), dim=-1)))
 
 
 class JointDecoder(nn.Module):
     """``(z1, z2) -> `` the parameters of ``p(x | z1, z2)``, each latent through a layer of its own."""
 
-    def __init__(self, z1_dim: int, z2_dim: int, hidden_dims: Sequence[int], x_dim: int):
+    def __init__(self, z1_dim: int, z2_dim: int, hidden_dims: Sequence[int], x_dim: int, arch: str = "mlp"):
         super().__init__()
-        width = hidden_dims[0]
-        self.z1, self.z2 = mlp([z1_dim, width]), mlp([z2_dim, width])
-        self.joint = mlp([2 * width, *reversed(hidden_dims), x_dim])
+        layers, width = NETWORKS[arch], hidden_dims[-1]
+        self.z1 = nn.Sequential(*layers.hidden_layer(z1_dim, width))
+        self.z2 = nn.Sequential(*layers.hidden_layer(z2_dim, width))
+        self.joint = layers.dense([2 * width, *list(reversed(hidden_dims))[1:], x_dim])
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return self.joint(F.relu(torch.cat([self.z1(z1), self.z2(z2)], dim=-1)))  # (..., x_dim)
+        z1, z2 = torch.broadcast_tensors(self.z1(z1), self.z2(z2))  # (..., width) each
+        return self.joint(torch.cat([z1, z2], dim=-1))  # (..., x_dim)
 
 
 class Decoder(nn.Module):
     """``z -> logits`` of the pixels: the parameters of ``p(x | z)``."""
 
-    def __init__(self, z_dim: int, hidden_dims: Sequence[int], x_dim: int):
+    def __init__(self, z_dim: int, hidden_dims: Sequence[int], x_dim: int, arch: str = "mlp"):
         super().__init__()
-        self.net = mlp([z_dim, *reversed(hidden_dims), x_dim])
+        self.net = NETWORKS[arch].dense([z_dim, *reversed(hidden_dims), x_dim])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)  # (..., x_dim)

@@ -66,6 +66,7 @@ def test_config_json_holds_every_option(synthetic_run):
         "image_shape": [28, 28],
         "z_dim": 2,
         "hidden_dims": [64, 32],
+        "arch": "mlp",
         "likelihood": "bernoulli",
         "prior": "normal",
         "num_components": 50,
@@ -74,7 +75,7 @@ def test_config_json_holds_every_option(synthetic_run):
         "family": "vae",
     }
     options = {p.name for p in cli.commands["fit"].params}
-    assert options - set(config["model"]) - {"resume"} <= set(config)
+    assert options - set(config["model"]) - {"resume", "config_file"} <= set(config)
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(synthetic_run):

@@ -141,6 +141,8 @@ def test_hvae_trace_elbo_equals_a_hand_written_two_layer_elbo(x_small):
         ["--guide", "spline", "--num-flows", "1", "--elbo", "iwae-dreg", "--num-particles", "2"],
         ["--model", "hvae", "--prior", "vamp", "--num-components", "5"],
         ["--model", "hvae", "--elbo", "iwae", "--num-particles", "3"],
+        ["--arch", "gated", "--hidden-dims", "32,32", "--model", "hvae"],
+        ["--arch", "gated", "--guide", "iaf"],
     ],
 )
 def test_guides_and_models_fit_evaluate_and_draw_from_the_cli(tmp_path, args):
@@ -162,6 +164,7 @@ def test_guides_and_models_fit_evaluate_and_draw_from_the_cli(tmp_path, args):
         (["--model", "hvae", "--guide", "iaf"], "its own two-layer Gaussian guide"),
         (["--guide", "realnvp"], "'--guide'"),
         (["--num-flows", "0"], "'--num-flows'"),
+        (["--arch", "transformer"], "'--arch'"),
     ],
 )
 def test_bad_guide_or_model_is_a_one_line_error(tmp_path, args, fragment):

@@ -15,9 +15,10 @@ from pyrovae.model import VAE
 from pyrovae.train import elbo_loss
 
 
-@pytest.fixture
-def vae() -> VAE:
-    return VAE(ModelConfig(z_dim=4, hidden_dims=(32, 16))).double()
+@pytest.fixture(params=["mlp", "gated"])
+def vae(request) -> VAE:
+    """The default model, in each architecture: the baseline shares its networks."""
+    return VAE(ModelConfig(z_dim=4, hidden_dims=(32, 16), arch=request.param)).double()
 
 
 def test_sites_plate_and_shapes(vae, x_small):

@@ -21,10 +21,14 @@ X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_see
 
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 @pytest.mark.parametrize("prior", sorted(PRIORS))
-def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior):
-    vae = VAE(ModelConfig(z_dim=3, hidden_dims=(16,), likelihood=likelihood, prior=prior, num_components=4))
+@pytest.mark.parametrize("arch, family, k", [("mlp", "vae", 1), ("gated", "vae", 3), ("gated", "hvae", 2)])
+def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k):
+    """Every architecture, likelihood and prior, with and without particle dimensions."""
+    config = ModelConfig(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, num_components=4,
+                         arch=arch, family=family)  # fmt: skip
+    vae = VAE(config)
     x = vae.model.p_x.data(X_UINT8)
-    loss_fn = elbo_loss(vae)
+    loss_fn = elbo_loss(vae, "iwae" if k > 1 else "trace", num_particles=k)
     optimizer = adam(loss_fn.parameters(), 1e-2)
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
     loss = loss_fn(x)

@@ -1,0 +1,94 @@
+"""Whether run B beats run A: their log p(x) image by image, on the same images, with standard errors.
+
+A difference of two means over the same test images is a mean of per-image differences; its standard
+error over images is ``sd(d) / sqrt(n)``, far smaller than the runs' own standard errors over images
+when both rank the images alike, as models of one data set do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .evaluate import EVALUATION, EVALUATION_IMAGES
+
+# What two evaluations must share to be compared image by image.
+SAME = ("dataset", "split", "num_points", "data")
+
+
+def read_evaluation(run_dir: str | Path) -> tuple[dict[str, Any], list[int], list[float]]:
+    """``evaluation.json`` and the per-image ``(index, log_px)`` columns of a scored run."""
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / EVALUATION).read_text())
+        with open(run_dir / EVALUATION_IMAGES, newline="") as f:
+            rows = list(csv.DictReader(f))
+        index = [int(r["index"]) for r in rows]
+        log_px = [float(r["log_px"]) for r in rows]
+    except FileNotFoundError as e:
+        raise UserError(f"{run_dir} has no {Path(e.filename).name}: score it with evaluate first") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{run_dir}: its evaluation files cannot be read ({e})") from None
+    return summary, index, log_px
+
+
+def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """One row a run: its mean log p(x) and standard errors; for each run after the first, the paired
+    difference of mean log p(x) against the first (``diff``, positive when the run is better) and its
+    standard error over images (``diff_stderr``)."""
+    if len(run_dirs) < 2:
+        raise UserError("compare needs at least two runs")
+    first, first_index, first_log_px = read_evaluation(run_dirs[0])
+    rows = []
+    for run_dir in run_dirs:
+        summary, index, log_px = read_evaluation(run_dir)
+        for key in SAME:
+            if summary.get(key) != first.get(key):
+                raise UserError(
+                    f"{run_dir} was scored on other images than {run_dirs[0]} ({key}: "
+                    f"{summary.get(key)!r} against {first.get(key)!r}); evaluate both on the same split"
+                )
+        if index != first_index:
+            raise UserError(f"{run_dir} was scored on other images than {run_dirs[0]} (their indices differ)")
+        n = len(log_px)
+        row = {
+            "run": str(run_dir),
+            "log_px": sum(log_px) / n,
+            "log_px_stderr": summary.get("log_px_stderr", math.nan),
+            "log_px_stderr_images": _stderr(log_px),
+            "num_samples": summary.get("num_samples"),
+        }
+        if rows:
+            d = [b - a for a, b in zip(first_log_px, log_px, strict=True)]
+            row.update(diff=sum(d) / n, diff_stderr=_stderr(d))
+        rows.append(row)
+    return rows
+
+
+def _stderr(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return math.nan
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The comparison as aligned text, or as a Markdown table."""
+    header = ["run", "log p(x)", "MC s.e.", "s.e. over images", "paired difference vs first", "its s.e."]
+    lines = []
+    for r in rows:
+        diff = "" if "diff" not in r else f"{r['diff']:+.3f}"
+        diff_se = "" if "diff" not in r else f"{r['diff_stderr']:.3f}"
+        lines.append([r["run"], f"{r['log_px']:.3f}", f"{r['log_px_stderr']:.3f}",
+                      f"{r['log_px_stderr_images']:.3f}", diff, diff_se])  # fmt: skip
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True))
+                     for line in [header, *lines])  # fmt: skip

@@ -1,0 +1,149 @@
+"""Per-image results, paired comparison of runs, posterior usage, and runs made from config files."""
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pyrovae import io
+from pyrovae.config import ModelConfig, TrainConfig, read_config_file
+from pyrovae.data import load_dataset
+from pyrovae.train import fit
+from tests.conftest import invoke
+from tests.test_cli import assert_one_line_error
+from tests.test_protocol import TINY
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+@pytest.fixture(scope="module")
+def two_scored_runs(tmp_path_factory):
+    runs = []
+    for seed in ("0", "1"):
+        out = tmp_path_factory.mktemp("runs") / f"seed{seed}"
+        assert invoke("fit", *TINY, "--epochs", "2", "--seed", seed, "--out", str(out)).exit_code == 0
+        result = invoke("evaluate", str(out), "--num-samples", "20", "--no-compile", "--num-points", "150")
+        assert result.exit_code == 0, result.output
+        runs.append(out)
+    return runs
+
+
+def _per_image(run):
+    with open(run / "evaluation-images.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluate_writes_one_row_per_image_that_averages_to_its_summary(two_scored_runs):
+    run = two_scored_runs[0]
+    rows, summary = _per_image(run), json.loads((run / "evaluation.json").read_text())
+    assert [int(r["index"]) for r in rows] == list(range(150))
+    assert math.isclose(sum(float(r["log_px"]) for r in rows) / 150, summary["log_px"], rel_tol=1e-12)
+    assert math.isclose(sum(float(r["elbo"]) for r in rows) / 150, summary["elbo"], rel_tol=1e-12)
+    assert all(float(r["log_px"]) >= float(r["elbo"]) for r in rows)
+    assert 0 <= summary["active_units"] <= summary["z_dim"] == 2
+    assert len(summary["kl_per_dim"]) == 2 and all(k >= 0 for k in summary["kl_per_dim"])
+
+
+def test_compare_gives_the_paired_difference_and_its_standard_error(two_scored_runs):
+    a, b = two_scored_runs
+    result = invoke("compare", str(a), str(b), "--markdown")
+    assert result.exit_code == 0, result.output
+    d = [float(y["log_px"]) - float(x["log_px"]) for x, y in zip(_per_image(a), _per_image(b), strict=True)]
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
+    last = result.output.strip().splitlines()[-1].split("|")
+    assert float(last[5]) == pytest.approx(mean, abs=5e-4) and float(last[6]) == pytest.approx(se, abs=5e-4)
+
+
+def test_compare_refuses_runs_scored_on_other_images(two_scored_runs, tmp_path):
+    a, b = two_scored_runs
+    other = tmp_path / "other"
+    assert invoke("fit", *TINY, "--epochs", "1", "--out", str(other)).exit_code == 0
+    assert_one_line_error(invoke("compare", str(a), str(other)), "has no evaluation.json")
+    assert (
+        invoke("evaluate", str(other), "--num-samples", "5", "--no-compile", "--num-points", "100").exit_code
+        == 0
+    )
+    assert_one_line_error(invoke("compare", str(a), str(other)), "other images", "num_points")
+    assert_one_line_error(invoke("compare", str(a)), "at least two runs")
+
+
+def test_options_on_the_command_line_override_the_config_file(tmp_path):
+    recipe = tmp_path / "r.toml"
+    lines = ['dataset = "synthetic"', "epochs = 3", "lr = 0.002"]
+    lines += ["[model]", "z_dim = 3", "hidden_dims = [16]", 'family = "hvae"']
+    recipe.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert invoke("fit", "--config", str(recipe), "--epochs", "1", "--out", str(out)).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["epochs"], config["lr"], config["dataset"]) == (1, 0.002, "synthetic")
+    assert (config["model"]["z_dim"], config["model"]["family"], config["model"]["hidden_dims"]) == (
+        3,
+        "hvae",
+        [16],
+    )
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("epochz = 3\n", "unknown keys at the top level: epochz"),
+        ("[model]\nzdim = 3\n", "unknown keys at the [model]"),
+        ("epochs = \n", "not valid TOML"),
+        ("epochs = 0\n", "epochs must be a positive integer"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error(tmp_path, text, fragment):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('dataset = "synthetic"\n' + text)
+    out = tmp_path / "run"
+    assert_one_line_error(invoke("fit", "--config", str(recipe), "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+def test_every_recipe_cites_its_source_and_parses():
+    assert len(RECIPES) == 8
+    for recipe in RECIPES:
+        text = recipe.read_text()
+        assert text.startswith("# ") and "jmtomczak/vae_vampprior" in text
+        values = read_config_file(recipe)
+        assert values["model"]["arch"] == "gated" and values["validation"] == 10000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_recipe_trains_an_epoch_and_keeps_its_values(data_dir, tmp_path, recipe):
+    """Each recipe, as ``fit --config`` reads it, with ``--epochs 1``, on its real data set cut to 11,000
+    training images (10,000 of them held out, as the recipe says) and 500 test images, so that all eight
+    take seconds, not the minutes of eight full epochs."""
+    values = read_config_file(recipe)
+    model = ModelConfig(**values.pop("model"))
+    config = TrainConfig(**{**values, "epochs": 1, "data_dir": str(data_dir), "out": str(tmp_path / "run")},
+                         model=model)  # fmt: skip
+    data = load_dataset(config.dataset, data_dir)
+    data = dataclasses.replace(data, x_train=data.x_train[:11000], y_train=data.y_train[:11000],
+                               x_test=data.x_test[:500], y_test=data.y_test[:500])  # fmt: skip
+    run = fit(config, data=data, log=lambda line: None)
+    saved, expected = json.loads((run / "config.json").read_text()), read_config_file(recipe)
+    assert saved["epochs"] == 1 and io.read_metrics(run)[0]["valid_elbo"] < 0
+    for key, value in expected.items():
+        if key == "model":
+            for k, v in value.items():
+                assert saved["model"][k] == v, k
+        elif key != "epochs":
+            assert saved[key] == value, key
+
+
+@pytest.mark.slow
+def test_a_recipe_runs_from_the_command_line(data_dir, tmp_path):
+    out = tmp_path / "run"
+    recipe = [r for r in RECIPES if r.stem == "mnist-vae"][0]
+    result = invoke(
+        "fit", "--config", str(recipe), "--epochs", "1", "--data-dir", str(data_dir), "--out", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["epochs"], config["lr"], config["model"]["arch"]) == (1, 0.0005, "gated")
