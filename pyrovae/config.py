@@ -92,6 +92,7 @@ class ModelConfig:
                     f"{kind} {name!r} is not registered (registered: {', '.join(table)}); a part of your own "
                     "is found with --import MODULE, the module that registers it"
                 )
+        NETWORKS[self.arch].check(self.image_shape)
         if self.family == "hvae" and self.guide != "gaussian":
             raise ValueError("the hvae has its own two-layer Gaussian guide; --guide works with --model vae")
 

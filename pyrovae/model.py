@@ -54,7 +54,7 @@ class Model(PyroModule):
         self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)
         self.p_z = PRIORS[config.prior](config, encoder)
         outputs = config.x_dim * self.p_x.params_per_pixel
-        self.decoder = Decoder(config.z_dim, config.hidden_dims, outputs, config.arch)
+        self.decoder = Decoder(config.z_dim, config.hidden_dims, outputs, config.arch, config.image_shape)
 
     @staticmethod
     def make_guide(config: ModelConfig) -> Guide:
@@ -100,7 +100,8 @@ class HierarchicalModel(Model):
         hidden, z = config.hidden_dims, config.z_dim
         del self.decoder
         self.p_z1 = Encoder(z, hidden, z, config.arch)  # z2 -> (loc, scale) of z1
-        self.decoder = JointDecoder(z, z, hidden, config.x_dim * self.p_x.params_per_pixel, config.arch)
+        outputs = config.x_dim * self.p_x.params_per_pixel
+        self.decoder = JointDecoder(z, z, hidden, outputs, config.arch, config.image_shape)
 
     @staticmethod
     def make_guide(config):
@@ -134,7 +135,7 @@ class HierarchicalGuide(Guide):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder_z1 = JointEncoder(
-            config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch
+            config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape
         )
 
     def posterior(self, x):

@@ -1,12 +1,15 @@
 """Plain ``nn.Module`` networks, shared by the Pyro model and guide and by the hand-written baseline.
 
 The architecture is a registry of hidden layers (``fit --arch``): ``mlp``, linear layers and ReLU;
-``gated``, the gated dense layers of the VampPrior paper. Every network maps ``(..., d_in)`` to
-``(..., d_out)``, whatever the leading (particle, sample) dimensions.
+``gated``, the gated dense layers of the VampPrior paper; ``conv``, convolutions where a network reads
+or writes an image and linear + ReLU layers elsewhere. Every network maps ``(..., d_in)`` to
+``(..., d_out)``, whatever the leading (particle, sample) dimensions; images are flat vectors between
+networks, and a convolutional network gives them their ``(C, H, W)`` shape inside itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +38,25 @@ class Architecture:
         for d_in, d_out in zip(sizes[:-2], sizes[1:-1], strict=True):
             layers += cls.hidden_layer(d_in, d_out)
         return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+    @classmethod
+    def check(cls, image_shape: tuple[int, ...]) -> None:
+        """Raise ``ValueError`` where this architecture cannot read images of ``image_shape``."""
+
+    @classmethod
+    def reader(cls, d_in: int, width: int, image_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """One hidden layer ``d_in -> width``, reading an image of ``image_shape`` when given."""
+        return nn.Sequential(*cls.hidden_layer(d_in, width))
+
+    @classmethod
+    def reading(cls, sizes: Sequence[int], image_shape: tuple[int, ...] | None = None) -> nn.Sequential:
+        """Like :meth:`dense`, where ``sizes[0]`` values are an image of ``image_shape`` when given."""
+        return cls.dense(sizes)
+
+    @classmethod
+    def writing(cls, sizes: Sequence[int], image_shape: tuple[int, ...] | None = None) -> nn.Sequential:
+        """Like :meth:`dense`, where ``sizes[-1]`` values are parameters of each pixel of such an image."""
+        return cls.dense(sizes)
 
 
 @register("mlp")
@@ -67,6 +89,80 @@ class Gated(Architecture):
         return [GatedDense(d_in, d_out)]
 
 
+def _chw(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (1, *image_shape) if len(image_shape) == 2 else tuple(image_shape)  # grey images: one channel
+
+
+class ConvReader(nn.Module):
+    """An image ``(..., C*H*W) -> (..., width)``: two 4x4 convolutions of stride 2 (32 then 64 channels,
+    each halving the sides, as DCGAN's and most VAE papers' small images do), then a linear layer."""
+
+    def __init__(self, image_shape: tuple[int, ...], width: int):
+        super().__init__()
+        self.shape = _chw(image_shape)
+        c, h, w = self.shape
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten()
+        )
+        self.out = nn.Sequential(nn.Linear(64 * (h // 4) * (w // 4), width), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return self.out(self.convs(x.reshape(-1, *self.shape))).reshape(*lead, -1)  # (..., width)
+
+
+class ConvWriter(nn.Module):
+    """``(..., d_in) ->`` the parameters of each pixel, ``(..., P*C*H*W)`` parameter by parameter: linear
+    layers to ``64 x H/4 x W/4``, then two 4x4 transposed convolutions of stride 2 (the reader mirrored)."""
+
+    def __init__(self, sizes: Sequence[int], image_shape: tuple[int, ...]):
+        super().__init__()
+        c, h, w = self.shape = _chw(image_shape)
+        self.params = sizes[-1] // (c * h * w)  # parameters per pixel
+        self.grid = (64, h // 4, w // 4)
+        self.dense = MLP.dense([*sizes[:-1], math.prod(self.grid)])
+        self.deconvs = nn.Sequential(
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, self.params * c, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        out = self.deconvs(self.dense(z).reshape(-1, *self.grid))  # (B, P*C, H, W)
+        return out.reshape(*lead, -1)  # (..., P*C*H*W): channel p*C + c is parameter p of channel c
+
+
+@register("conv")
+class Conv(MLP):
+    """Convolutions where a network reads or writes an image (sides divisible by 4: 28 x 28 grey,
+    32 x 32 colour), linear + ReLU layers elsewhere."""
+
+    @classmethod
+    def check(cls, image_shape):
+        if any(side % 4 for side in image_shape[-2:]):
+            raise ValueError(
+                f"--arch conv needs image sides divisible by 4, and these images are {image_shape}"
+            )
+
+    @classmethod
+    def reader(cls, d_in, width, image_shape=None):
+        return super().reader(d_in, width) if image_shape is None else ConvReader(image_shape, width)
+
+    @classmethod
+    def reading(cls, sizes, image_shape=None):
+        if image_shape is None:
+            return cls.dense(sizes)
+        return nn.Sequential(ConvReader(image_shape, sizes[1]), *cls.dense(sizes[1:]))
+
+    @classmethod
+    def writing(cls, sizes, image_shape=None):
+        if image_shape is None:
+            return cls.dense(sizes)
+        return nn.Sequential(ConvWriter(sizes, image_shape))
+
+
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers of the given sizes with ReLU between them (none after the last)."""
     return MLP.dense(sizes)
@@ -83,9 +179,16 @@ def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Encoder(nn.Module):
     """``x -> (loc, scale)`` of a diagonal Gaussian over ``z``: ``q(z | x)``, or ``p(z1 | z2)``."""
 
-    def __init__(self, x_dim: int, hidden_dims: Sequence[int], z_dim: int, arch: str = "mlp"):
+    def __init__(
+        self,
+        x_dim: int,
+        hidden_dims: Sequence[int],
+        z_dim: int,
+        arch: str = "mlp",
+        image_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
-        self.net = NETWORKS[arch].dense([x_dim, *hidden_dims, 2 * z_dim])
+        self.net = NETWORKS[arch].reading([x_dim, *hidden_dims, 2 * z_dim], image_shape)
 
     @property
     def context_dim(self) -> int:
@@ -104,10 +207,18 @@ class JointEncoder(nn.Module):
     """``(a, b) -> (loc, scale)``: each input through a layer of its own, then together (the
     VampPrior paper's ``q(z1 | x, z2)``)."""
 
-    def __init__(self, a_dim: int, b_dim: int, hidden_dims: Sequence[int], z_dim: int, arch: str = "mlp"):
+    def __init__(
+        self,
+        a_dim: int,
+        b_dim: int,
+        hidden_dims: Sequence[int],
+        z_dim: int,
+        arch: str = "mlp",
+        image_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
         layers, width = NETWORKS[arch], hidden_dims[-1]
-        self.a = nn.Sequential(*layers.hidden_layer(a_dim, width))
+        self.a = layers.reader(a_dim, width, image_shape)  # a: the image
         self.b = nn.Sequential(*layers.hidden_layer(b_dim, width))
         self.joint = layers.dense([2 * width, *hidden_dims[1:], 2 * z_dim])
 
@@ -120,12 +231,20 @@ class JointEncoder(nn.Module):
 class JointDecoder(nn.Module):
     """``(z1, z2) -> `` the parameters of ``p(x | z1, z2)``, each latent through a layer of its own."""
 
-    def __init__(self, z1_dim: int, z2_dim: int, hidden_dims: Sequence[int], x_dim: int, arch: str = "mlp"):
+    def __init__(
+        self,
+        z1_dim: int,
+        z2_dim: int,
+        hidden_dims: Sequence[int],
+        x_dim: int,
+        arch: str = "mlp",
+        image_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
         layers, width = NETWORKS[arch], hidden_dims[-1]
         self.z1 = nn.Sequential(*layers.hidden_layer(z1_dim, width))
         self.z2 = nn.Sequential(*layers.hidden_layer(z2_dim, width))
-        self.joint = layers.dense([2 * width, *list(reversed(hidden_dims))[1:], x_dim])
+        self.joint = layers.writing([2 * width, *list(reversed(hidden_dims))[1:], x_dim], image_shape)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         z1, z2 = torch.broadcast_tensors(self.z1(z1), self.z2(z2))  # (..., width) each
@@ -135,9 +254,16 @@ class JointDecoder(nn.Module):
 class Decoder(nn.Module):
     """``z -> logits`` of the pixels: the parameters of ``p(x | z)``."""
 
-    def __init__(self, z_dim: int, hidden_dims: Sequence[int], x_dim: int, arch: str = "mlp"):
+    def __init__(
+        self,
+        z_dim: int,
+        hidden_dims: Sequence[int],
+        x_dim: int,
+        arch: str = "mlp",
+        image_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
-        self.net = NETWORKS[arch].dense([z_dim, *reversed(hidden_dims), x_dim])
+        self.net = NETWORKS[arch].writing([z_dim, *reversed(hidden_dims), x_dim], image_shape)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)  # (..., x_dim)

@@ -143,6 +143,8 @@ def test_hvae_trace_elbo_equals_a_hand_written_two_layer_elbo(x_small):
         ["--model", "hvae", "--elbo", "iwae", "--num-particles", "3"],
         ["--arch", "gated", "--hidden-dims", "32,32", "--model", "hvae"],
         ["--arch", "gated", "--guide", "iaf"],
+        ["--arch", "conv", "--likelihood", "discretized-logistic"],
+        ["--arch", "conv", "--model", "hvae", "--prior", "vamp", "--num-components", "3"],
     ],
 )
 def test_guides_and_models_fit_evaluate_and_draw_from_the_cli(tmp_path, args):
@@ -186,3 +188,13 @@ def test_a_run_with_a_prior_of_your_own_comes_back_with_import(tmp_path):
     result = invoke("--import", "examples/swap_prior.py", "sample", str(out))
     assert result.exit_code == 0, result.output
     assert_one_line_error(invoke("--import", "no/such/parts.py", "sample", str(out)), "cannot import")
+
+
+def test_convolutions_need_sides_divisible_by_four_and_handle_colour():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ModelConfig(arch="conv", image_shape=(30, 30))
+    vae = VAE(ModelConfig(arch="conv", image_shape=(3, 32, 32), likelihood="discretized-logistic", z_dim=3))
+    x = vae.model.p_x.data(torch.randint(0, 256, (5, 3 * 32 * 32), dtype=torch.uint8))
+    estimate = importance_estimate(vae.model, vae.guide, x, num_samples=4)
+    assert estimate.log_px.shape == (5,) and estimate.log_px.isfinite().all()
+    assert vae.sample(2).shape == (2, 3 * 32 * 32)

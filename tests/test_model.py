@@ -15,7 +15,7 @@ from pyrovae.model import VAE
 from pyrovae.train import elbo_loss
 
 
-@pytest.fixture(params=["mlp", "gated"])
+@pytest.fixture(params=["mlp", "gated", "conv"])
 def vae(request) -> VAE:
     """The default model, in each architecture: the baseline shares its networks."""
     return VAE(ModelConfig(z_dim=4, hidden_dims=(32, 16), arch=request.param)).double()

@@ -21,7 +21,10 @@ X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_see
 
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 @pytest.mark.parametrize("prior", sorted(PRIORS))
-@pytest.mark.parametrize("arch, family, k", [("mlp", "vae", 1), ("gated", "vae", 3), ("gated", "hvae", 2)])
+@pytest.mark.parametrize(
+    "arch, family, k",
+    [("mlp", "vae", 1), ("gated", "vae", 3), ("gated", "hvae", 2), ("conv", "vae", 2), ("conv", "hvae", 1)],
+)
 def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k):
     """Every architecture, likelihood and prior, with and without particle dimensions."""
     config = ModelConfig(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, num_components=4,
