@@ -64,8 +64,8 @@ class BernoulliImage(dist.Independent):
     cross-entropy, with ``value`` broadcast as a view against particle dimensions, or, inside
     :func:`compiled_log_prob`, by one kernel fused by ``torch.compile``, for the millions of importance
     samples of an evaluation. (Binary cross-entropy replaced a dot product and ``logaddexp`` here,
-    which took 30% longer forward and backward on a training batch and 35% longer on a chunk of
-    importance samples on this project's CPU, torch 2.14.)
+    which took 15-35% longer forward and backward on a training batch on this project's CPU, torch 2.14:
+    ``benchmarks/levers.py``.)
     """
 
     def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):

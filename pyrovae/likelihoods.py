@@ -33,7 +33,7 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
     Drawn as ``u < x / 255`` with ``u ~ U[0, 1)``, the same distribution as ``torch.bernoulli``, which
     takes three times as long on a CPU (1.3 ms against 0.4 ms for a batch of 128 images, measured by
-    ``benchmarks/speed.py --parts``): a tenth of a training step.
+    ``benchmarks/levers.py``): a tenth of a training step.
     """
     u = torch.rand(x.shape, generator=generator, device=x.device)
     return (u < x.float().div_(255)).float()
