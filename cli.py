@@ -297,13 +297,15 @@ def fit(
     try:
         if config_file is not None:  # the file's values, where the command line gives none
             values = read_config_file(config_file)
-            file_model = values.pop("model", {})
-            options = {k: v if given(k) or k not in values else values[k] for k, v in options.items()}
-            options.update({k: v for k, v in values.items() if k not in options and k != "model"})
-            model_options = {
-                k: v if given(k) or k not in file_model else file_model[k] for k, v in model_options.items()
-            }
-            model_options.update({k: v for k, v in file_model.items() if k not in model_options})
+
+            def overlay(cli_values: dict, file_values: dict) -> dict:
+                return {
+                    **file_values,
+                    **{k: v for k, v in cli_values.items() if given(k) or k not in file_values},
+                }
+
+            model_options = overlay(model_options, values.pop("model", {}))
+            options = overlay(options, values)
         config = TrainConfig(model=ModelConfig(**model_options), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -193,10 +193,7 @@ def plate_dims(model, guide, args, kwargs=None) -> tuple[int, int]:
     Found by tracing both programs once: the data plate is the plate of an observed site whose size
     is ``len(args[0])``; a program without plates keeps its data points in the rightmost batch dim.
     """
-    kwargs = kwargs or {}
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    model_trace, guide_trace = trace_once(model, guide, args, kwargs)
     dims = [
         frame.dim
         for trace in (guide_trace, model_trace)
@@ -208,6 +205,16 @@ def plate_dims(model, guide, args, kwargs=None) -> tuple[int, int]:
     data_dim = find_data_dim(model_trace, len(args[0]))
     particle_dim = min([*dims, data_dim]) - 1
     return data_dim, particle_dim
+
+
+def trace_once(model, guide, args, kwargs=None):
+    """``(model_trace, guide_trace)`` of one draw, the guide traced and the model replayed against it,
+    hidden from any handler outside (a look at the programs' structure, not a step)."""
+    kwargs = kwargs or {}
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
 
 
 def find_data_dim(model_trace, n: int, particle_dim: int | None = None) -> int:

@@ -33,7 +33,14 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 from torch import nn
 
-from .importance import find_data_dim, in_particles, plate_dims, point_log_weights, trace_particles
+from .importance import (
+    find_data_dim,
+    in_particles,
+    plate_dims,
+    point_log_weights,
+    trace_once,
+    trace_particles,
+)
 from .model import is_static, log_weight_terms
 from .priors import has_closed_form_kl
 from .registry import registrar
@@ -111,10 +118,7 @@ class MeanFieldELBO(Objective, TraceMeanField_ELBO):
 
     @classmethod
     def check(cls, model, guide, x):
-        with pyro.poutine.block():
-            guide_trace = pyro.poutine.trace(guide).get_trace(x)
-            model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x)
-        guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+        model_trace, guide_trace = (prune_subsample_sites(t) for t in trace_once(model, guide, (x,)))
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
