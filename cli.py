@@ -86,6 +86,23 @@ class PositiveFloat(click.ParamType):
         return number
 
 
+class DatasetName(click.ParamType):
+    """A data set pyrovae knows by name, or a folder of images or an ``.npz`` file (kept as an absolute
+    path, so that commands run elsewhere find the data again from ``config.json``)."""
+
+    name = "name|path"
+
+    def convert(self, value, param, ctx):
+        if value in DATASETS:
+            return value
+        path = Path(value)
+        if path.is_dir() or (path.is_file() and path.suffix == ".npz"):
+            return str(path.resolve())
+        self.fail(
+            f"{value!r} is none of {', '.join(DATASETS)}, and no folder of images or .npz file", param, ctx
+        )
+
+
 POSITIVE_INT = click.IntRange(min=1)
 SEED = click.IntRange(*SEED_RANGE)
 
@@ -144,7 +161,20 @@ def cli(imports: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default=TrainConfig.dataset)
+@click.option(
+    "--dataset",
+    type=DatasetName(),
+    default=TrainConfig.dataset,
+    help=f"{', '.join(DATASETS)}, or your own images: a folder with one subfolder of images per class "
+    "(torchvision's ImageFolder layout), or an .npz file holding x (uint8, N x H x W or N x H x W x C) "
+    "and optionally y.",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=TrainConfig.test_fraction,
+    help="For your own images: the share held out (chosen with a fixed seed) as the test split.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -171,7 +201,8 @@ def cli(imports: tuple[str, ...]) -> None:
     "--likelihood",
     type=Registered(LIKELIHOODS),
     default=ModelConfig.likelihood,
-    help="p(x | z), each on the representation it is a true likelihood of (see README).",
+    help="p(x | z), each on the representation it is a true likelihood of (see README)  [default: "
+    "bernoulli for grey images, discretized-logistic for colour ones]",
 )
 @click.option("--prior", type=Registered(PRIORS), default=ModelConfig.prior, help="p(z).")
 @click.option(
@@ -262,7 +293,7 @@ def fit(
     z_dim: int,
     hidden_dims: tuple[int, ...],
     arch: str,
-    likelihood: str,
+    likelihood: str | None,
     prior: str,
     num_components: int,
     guide: str,

@@ -38,7 +38,7 @@ def guide_gradients(elbo, vae, x, draws: int) -> torch.Tensor:
 def main(run_dir, data_dir, num_points, draws, ks):
     vae, config, _ = load_run(run_dir)
     vae.train()
-    data = load_dataset(config.dataset, data_dir or config.data_dir)
+    data = load_dataset(config.dataset, data_dir or config.data_dir, config.test_fraction)
     x = fixed_representation(data.x_test[:num_points], vae.model.p_x.data)
     print(f"{run_dir}: encoder gradient over {num_points} test images, {draws} draws per estimator")
     print("| K | IWAE total variance | DReG total variance | DReG / IWAE | IWAE mean SNR | DReG mean SNR |")

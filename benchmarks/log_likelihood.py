@@ -58,7 +58,7 @@ def _timed(fn) -> float:
 def main(run_dir, data_dir, num_points, num_samples, chunk_size, batch_size, repeats, device, compile):
     device = resolve_device(device)
     vae, config, _ = load_run(run_dir, device)
-    data = load_dataset(config.dataset, data_dir or config.data_dir)
+    data = load_dataset(config.dataset, data_dir or config.data_dir, config.test_fraction)
     x = binarize_fixed(data.x_test[:num_points]).to(device)
     pyro.set_rng_seed(0)
     print(

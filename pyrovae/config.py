@@ -13,10 +13,22 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-DATASETS = ("mnist", "fashionmnist", "synthetic")
+# The data sets pyrovae knows by name; --dataset also takes a folder of images or an .npz file.
+DATASETS = ("mnist", "fashionmnist", "cifar10", "synthetic")
 # pyro.set_rng_seed seeds NumPy too, which takes 0 <= seed < 2**32.
 SEED_RANGE = (0, 2**32 - 1)
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def channels(image_shape: tuple[int, ...]) -> int:
+    """1 for a grey ``(H, W)`` image, ``C`` for a ``(C, H, W)`` one."""
+    return 1 if len(image_shape) == 2 else image_shape[0]
+
+
+def default_likelihood(image_shape: tuple[int, ...]) -> str:
+    """Bernoulli for grey images (binarized, the literature's protocol); for colour ones the
+    discretized logistic over each channel's 256 levels, so bits/dim are the 8-bit images' own."""
+    return "bernoulli" if channels(image_shape) == 1 else "discretized-logistic"
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -45,14 +57,15 @@ def _positive_number(name: str, value: Any) -> None:
 @dataclass(frozen=True)
 class ModelConfig:
     """The VAE: a prior over ``z`` of size ``z_dim``, a likelihood, MLPs with ``hidden_dims``, images of
-    ``image_shape``."""
+    ``image_shape`` (``(H, W)`` grey, ``(C, H, W)`` colour)."""
 
     image_shape: tuple[int, ...] = (28, 28)
     z_dim: int = 20
     hidden_dims: tuple[int, ...] = (400,)
     # The hidden layers (see pyrovae.networks): mlp (linear + ReLU) or gated (gated dense layers).
     arch: str = "mlp"
-    likelihood: str = "bernoulli"
+    # None: the image's own (default_likelihood); a run's config.json names the one it trained.
+    likelihood: str | None = None
     prior: str = "normal"
     # Components of the mixture priors (mog, vamp).
     num_components: int = 50
@@ -65,6 +78,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        if len(self.image_shape) not in (2, 3):
+            raise ValueError(f"image_shape must be (H, W) or (C, H, W), got {self.image_shape}")
         for size in self.image_shape:
             _positive_int("image_shape", size)
         _positive_int("z_dim", self.z_dim)
@@ -81,7 +96,7 @@ class ModelConfig:
         from .priors import PRIORS
 
         for kind, name, table in (
-            ("likelihood", self.likelihood, LIKELIHOODS),
+            ("likelihood", self.likelihood_name, LIKELIHOODS),
             ("prior", self.prior, PRIORS),
             ("guide", self.guide, GUIDES),
             ("model", self.family, MODELS),
@@ -93,8 +108,13 @@ class ModelConfig:
                     "is found with --import MODULE, the module that registers it"
                 )
         NETWORKS[self.arch].check(self.image_shape)
+        LIKELIHOODS[self.likelihood_name].check(self.image_shape)
         if self.family == "hvae" and self.guide != "gaussian":
             raise ValueError("the hvae has its own two-layer Gaussian guide; --guide works with --model vae")
+
+    @property
+    def likelihood_name(self) -> str:
+        return self.likelihood if self.likelihood is not None else default_likelihood(self.image_shape)
 
     @property
     def x_dim(self) -> int:
@@ -105,8 +125,11 @@ class ModelConfig:
 class TrainConfig:
     """How a model is fitted: data, optimiser, objective, protocol, where the run goes."""
 
+    # A name in DATASETS, or a folder of images (one subfolder per class) or an .npz file of your own.
     dataset: str = "fashionmnist"
     data_dir: str | None = None
+    # The share of a data set of your own (chosen with a fixed seed) held out as its test split.
+    test_fraction: float = 0.1
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
@@ -133,8 +156,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig(**self.model))
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a path, got {self.dataset!r}")
+        if isinstance(self.test_fraction, bool) or not (
+            isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1
+        ):
+            raise ValueError(f"test_fraction must be a number between 0 and 1, got {self.test_fraction!r}")
         from .objectives import OBJECTIVES
 
         if self.elbo not in OBJECTIVES:

@@ -41,7 +41,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     device = resolve_device(config.device)
     vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
     data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
-    data = load_dataset(train_config.dataset, data_dir)
+    data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
     split = data.x_test if config.split == "test" else data.x_train
     if config.num_points is not None:
         split = split[: config.num_points]
@@ -65,7 +65,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
         "split": config.split,
         "num_points": n,
         "num_samples": config.num_samples,
-        "likelihood": train_config.model.likelihood,
+        "likelihood": train_config.model.likelihood_name,
         "prior": train_config.model.prior,
         "checkpoint": config.checkpoint,
         "epoch": payload["epoch"],

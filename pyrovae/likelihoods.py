@@ -60,6 +60,10 @@ class Likelihood(nn.Module):
         super().__init__()
         self.x_dim = x_dim
 
+    @classmethod
+    def check(cls, image_shape: tuple[int, ...]) -> None:
+        """Raise ``ValueError`` where this likelihood is no model of images of ``image_shape``."""
+
     def data(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The representation of uint8 pixels (N, D) this likelihood is a true likelihood of."""
         raise NotImplementedError
@@ -77,6 +81,14 @@ class Bernoulli(Likelihood):
     """Independent Bernoulli pixels on binarized images (a fresh binarization every time)."""
 
     data_description = "binarized pixels"
+
+    @classmethod
+    def check(cls, image_shape):
+        if len(image_shape) == 3 and image_shape[0] > 1:
+            raise ValueError(
+                "a Bernoulli likelihood models binarized grey images, not colour ones; choose "
+                "--likelihood discretized-logistic (the default for colour images)"
+            )
 
     def data(self, x, generator=None):
         return binarize(x, generator)
@@ -131,7 +143,7 @@ class DiscretizedLogisticPixels(Likelihood):
     """A logistic per pixel integrated over the 256 grey levels: a distribution over the pixels
     themselves, so ``log p`` is already the probability of the 8-bit image."""
 
-    data_description = "grey levels k / 255"
+    data_description = "pixel levels k / 255"
     params_per_pixel = 2
 
     def data(self, x, generator=None):

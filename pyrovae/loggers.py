@@ -37,9 +37,10 @@ class TensorBoard:
 
     def images(self, vae: VAE, x_test: torch.Tensor, step: int) -> None:
         shape = vae.config.image_shape
-        self.writer.add_image("samples", image_grid(vae.sample(64), shape, 8), step, dataformats="HW")
+        layout = "HW" if len(shape) == 2 else "HWC"
+        self.writer.add_image("samples", image_grid(vae.sample(64), shape, 8), step, dataformats=layout)
         pairs = torch.cat([x_test[:16], vae.reconstruct(x_test[:16])])
-        self.writer.add_image("reconstructions", image_grid(pairs, shape, 16), step, dataformats="HW")
+        self.writer.add_image("reconstructions", image_grid(pairs, shape, 16), step, dataformats=layout)
 
     def close(self) -> None:
         self.writer.close()

@@ -55,7 +55,7 @@ def _floats_per_image(config: ModelConfig, num_particles: int) -> int:
     from .likelihoods import LIKELIHOODS
 
     hidden = sum(config.hidden_dims)
-    outputs = config.x_dim * LIKELIHOODS[config.likelihood].params_per_pixel
+    outputs = config.x_dim * LIKELIHOODS[config.likelihood_name].params_per_pixel
     encoder = config.x_dim + hidden + 2 * config.z_dim
     decoder = config.z_dim + hidden + outputs + config.x_dim  # and the data as broadcast against them
     return encoder + num_particles * decoder

@@ -51,7 +51,7 @@ class Model(PyroModule):
 
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
-        self.p_x = LIKELIHOODS[config.likelihood](config.x_dim)
+        self.p_x = LIKELIHOODS[config.likelihood_name](config.x_dim)
         self.p_z = PRIORS[config.prior](config, encoder)
         outputs = config.x_dim * self.p_x.params_per_pixel
         self.decoder = Decoder(config.z_dim, config.hidden_dims, outputs, config.arch, config.image_shape)

@@ -9,20 +9,23 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 
+from .data import CIFAR10_CLASSES
 from .io import atomic_write
 from .model import VAE
 
 
 def image_grid(images: torch.Tensor, image_shape: tuple[int, ...], ncols: int) -> torch.Tensor:
-    """Tile (N, D) images in [0, 1] into one (rows * H, ncols * W) picture, one pixel apart."""
-    h, w = image_shape
+    """Tile (N, D) images in [0, 1] into one picture, one white pixel apart: (rows * H, ncols * W) for
+    grey images, (rows * H, ncols * W, C) for colour ones (``image_shape`` (C, H, W), RGB for C = 3)."""
+    c, h, w = (1, *image_shape) if len(image_shape) == 2 else image_shape
     n = len(images)
     nrows = math.ceil(n / ncols)
-    grid = torch.ones(nrows * (h + 1) - 1, ncols * (w + 1) - 1)
-    for i, img in enumerate(images.detach().float().cpu().reshape(n, h, w)):
-        r, c = divmod(i, ncols)
-        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = img
-    return grid
+    grid = torch.ones(nrows * (h + 1) - 1, ncols * (w + 1) - 1, c)
+    tiles = images.detach().float().cpu().reshape(n, c, h, w).permute(0, 2, 3, 1)  # (N, H, W, C)
+    for i, img in enumerate(tiles):
+        r, col = divmod(i, ncols)
+        grid[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = img
+    return grid[..., 0] if len(image_shape) == 2 else grid
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -30,7 +33,8 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _draw_grid(ax, grid: torch.Tensor, title: str) -> None:
-    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    # Grey grids through the grey colour map; colour ones as they are (RGB, clipped to [0, 1]).
+    ax.imshow(grid.clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.set_axis_off()
 
@@ -90,6 +94,7 @@ def draw_run(vae: VAE, x_test: torch.Tensor, metrics: list[dict[str, float]], ru
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
+    "cifar10": list(CIFAR10_CLASSES),
     "fashionmnist": [
         "T-shirt/top",
         "Trouser",
@@ -117,11 +122,18 @@ def latent_coordinates(vae: VAE, x: torch.Tensor, batch_size: int = 1000) -> tup
     return centred @ v[:2].T, "principal component"
 
 
-def save_latent(vae: VAE, x: torch.Tensor, labels: torch.Tensor, dataset: str, path: Path) -> None:
-    """The test set's posterior means, coloured by class."""
+def save_latent(
+    vae: VAE,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: str,
+    path: Path,
+    classes: tuple[str, ...] = (),
+) -> None:
+    """The test set's posterior means, coloured by class (named by ``classes``, else by the data set)."""
     coords, axis = latent_coordinates(vae, x)
     coords, labels = coords.cpu(), labels.cpu()
-    names = CLASS_NAMES.get(dataset, [str(c) for c in range(int(labels.max()) + 1)])
+    names = list(classes) or CLASS_NAMES.get(dataset, [str(c) for c in range(int(labels.max()) + 1)])
     fig = Figure(figsize=(7.5, 6))
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["tab10"]

@@ -19,7 +19,8 @@ from .model import VAE
 
 
 def default_run_dir(dataset: str) -> Path:
-    return Path("runs") / f"{dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    """``runs/<name>-<timestamp>``, the name a data set's own or its folder's or file's."""
+    return Path("runs") / f"{Path(dataset).stem or 'data'}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def check_run_dir(path: Path) -> None:

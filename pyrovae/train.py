@@ -155,9 +155,13 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     device = resolve_device(config.device)
     loggers.check_available(config)
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
+        data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
     run_dir = Path(config.out) if config.out is not None else runs.default_run_dir(config.dataset)
-    model = dataclasses.replace(config.model, image_shape=data.image_shape)
+    try:  # the model for these images: the likelihood named, and the architecture checked, for them
+        model = dataclasses.replace(config.model, image_shape=data.image_shape)
+        model = dataclasses.replace(model, likelihood=model.likelihood_name)
+    except ValueError as e:
+        raise UserError(f"{data.name}: {e}") from None
     config = dataclasses.replace(config, model=model, out=str(run_dir))
     memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
     runs.check_run_dir(run_dir)
@@ -192,7 +196,7 @@ def resume(
     device = resolve_device(config.device)
     loggers.check_available(config)
     if data is None:
-        data = load_dataset(config.dataset, config.data_dir)
+        data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
     memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
     Trainer(config, data, device, payload).run(run_dir, log)
     return run_dir

@@ -24,7 +24,9 @@ def _open(
     vae, config, _ = load_run(run_dir, resolve_device(device), checkpoint)
     data: Dataset | None = None
     if need_data:
-        data = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+        data = load_dataset(
+            config.dataset, data_dir if data_dir is not None else config.data_dir, config.test_fraction
+        )
     return vae, config, data
 
 
@@ -93,7 +95,7 @@ def latent(
     """``latent.png`` (posterior means by class), and for a 2-D latent ``manifold.png``."""
     vae, config, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     path = _target(run_dir, out, "latent.png")
-    plots.save_latent(vae, _x_test(vae, data), data.y_test, config.dataset, path)
+    plots.save_latent(vae, _x_test(vae, data), data.y_test, config.dataset, path, data.classes)
     written = [path]
     if vae.config.z_dim == 2:
         manifold_path = path.with_name("manifold.png")

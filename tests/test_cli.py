@@ -103,7 +103,7 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(synthetic_run
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--dataset", "cifar10"], "'--dataset'"),
+        (["--dataset", "svhn"], "'--dataset'"),
         (["--epochs", "0"], "'--epochs'"),
         (["--epochs", "-3"], "'--epochs'"),
         (["--batch-size", "0"], "'--batch-size'"),

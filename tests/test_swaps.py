@@ -25,12 +25,20 @@ X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_see
     "arch, family, k",
     [("mlp", "vae", 1), ("gated", "vae", 3), ("gated", "hvae", 2), ("conv", "vae", 2), ("conv", "hvae", 1)],
 )
-def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k):
-    """Every architecture, likelihood and prior, with and without particle dimensions."""
-    config = ModelConfig(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, num_components=4,
-                         arch=arch, family=family)  # fmt: skip
+@pytest.mark.parametrize("image_shape", [(28, 28), (3, 8, 8)], ids=["grey", "colour"])
+def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k, image_shape):
+    """Every architecture, likelihood and prior, on grey and colour images, with and without particle
+    dimensions."""
+    options = dict(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, num_components=4,
+                   arch=arch, family=family, image_shape=image_shape)  # fmt: skip
+    if likelihood == "bernoulli" and len(image_shape) == 3:
+        with pytest.raises(ValueError, match="colour"):
+            ModelConfig(**options)
+        return
+    config = ModelConfig(**options)
     vae = VAE(config)
-    x = vae.model.p_x.data(X_UINT8)
+    x_uint8 = X_UINT8 if len(image_shape) == 2 else X_UINT8[:, : config.x_dim]
+    x = vae.model.p_x.data(x_uint8)
     loss_fn = elbo_loss(vae, "iwae" if k > 1 else "trace", num_particles=k)
     optimizer = adam(loss_fn.parameters(), 1e-2)
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
