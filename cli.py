@@ -24,6 +24,7 @@ from pyrovae.config import (
 from pyrovae.errors import UserError
 from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
+from pyrovae.loggers import LOGGERS
 from pyrovae.model import MODELS
 from pyrovae.networks import NETWORKS
 from pyrovae.objectives import OBJECTIVES
@@ -270,7 +271,12 @@ def cli(imports: tuple[str, ...]) -> None:
     help="Run directory  [default: runs/<dataset>-<timestamp>]",
 )
 @click.option(
-    "--tensorboard", is_flag=True, help="Also log to <out>/tensorboard (pip install '.[tensorboard]')."
+    "--logger",
+    "loggers",
+    type=Registered(LOGGERS),
+    multiple=True,
+    help="Also log to this logger, inside the run directory (repeatable; each needs its extra: pip install "
+    "-e '.[NAME]'): tensorboard, swanlab (local mode), wandb (offline mode).",
 )
 @click.option(
     "--config",
@@ -283,7 +289,7 @@ def cli(imports: tuple[str, ...]) -> None:
     "--resume",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="Continue this run from its last checkpoint (only --epochs, --device, --data-dir, --tensorboard may "
+    help="Continue this run from its last checkpoint (only --epochs, --device, --data-dir, --logger may "
     "change).",
 )
 @click.pass_context

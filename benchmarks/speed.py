@@ -10,9 +10,11 @@ For each setting (the default ELBO; ``--num-particles`` K samples per image, the
 ``n_samples_per_z``; IWAE at the same K) (a) and (b) alternate over the repeats after one warm-up epoch
 each, and the medians, their ratio and the spread are printed. ``--parts`` then times each part of
 pyrovae's step (data, guide trace, model replay, log-densities, backward, optimizer; the static path) and
-the per-epoch test ELBO, so any overhead is located, not guessed.
+the per-epoch test ELBO, so any overhead is located, not guessed. ``--arch conv`` times both loops with
+the convolutional networks instead (``HandConvVAE``).
 
     python benchmarks/speed.py --data-dir ../shared/data --repeats 5 --parts
+    python benchmarks/speed.py --data-dir ../shared/data --repeats 3 --arch conv --settings trace:1
 """
 
 from __future__ import annotations
@@ -61,6 +63,41 @@ class HandVAE(nn.Module):
         return -(log_w.logsumexp(0) - math.log(k)).sum()
 
 
+class HandConvVAE(HandVAE):
+    """The same with the convolutional networks (``--arch conv``): 4x4 stride-2 convolutions (32, 64
+    channels) and a 400-unit linear layer, mirrored by transposed convolutions; plain torch layers,
+    weights copied from pyrovae's."""
+
+    def __init__(self, vae: VAE):
+        nn.Module.__init__(self)
+        reader, head = vae.guide.encoder.net[0], vae.guide.encoder.net[1]
+        writer = vae.model.decoder.net[0]
+        self.shape, self.grid = reader.shape, writer.grid
+        self.convs, self.fc1, self.fc2 = (
+            copy.deepcopy(reader.convs),
+            copy.deepcopy(reader.out[0]),
+            copy.deepcopy(head),
+        )
+        self.dense, self.deconvs = copy.deepcopy(writer.dense), copy.deepcopy(writer.deconvs)
+
+    def loss(self, x: torch.Tensor, k: int, iwae: bool) -> torch.Tensor:
+        h = F.relu(self.fc1(self.convs(x.reshape(-1, *self.shape))))
+        loc, raw = self.fc2(h).chunk(2, -1)
+        scale = F.softplus(raw) + 1e-4
+        eps = torch.randn((k, *loc.shape))  # (K, N, z)
+        z = loc + scale * eps
+        logits = self.deconvs(self.dense(z).reshape(-1, *self.grid)).reshape(*z.shape[:-1], -1)  # (K, N, D)
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        if not iwae:
+            kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)
+            return -(log_px_z.mean(0) - kl).sum()
+        log_w = log_px_z - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + scale.log().sum(-1)
+        return -(log_w.logsumexp(0) - math.log(k)).sum()
+
+
+HAND = {"mlp": HandVAE, "conv": HandConvVAE}
+
+
 def hand_epoch(model: HandVAE, optimizer, x_float: torch.Tensor, batch_size: int, k: int, iwae: bool,
                notebook: bool) -> float:  # fmt: skip
     total = 0.0
@@ -81,11 +118,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def compare(data, setting: str, k: int, batch_size: int, repeats: int, notebook: bool) -> dict[str, list]:
+def compare(data, setting: str, k: int, batch_size: int, repeats: int, notebook: bool, arch: str = "mlp"
+            ) -> dict[str, list]:  # fmt: skip
     """Alternate (a) and (b) for one setting; returns their epoch times after a warm-up epoch each."""
     pyro.set_rng_seed(0)
-    vae = VAE(ModelConfig(image_shape=data.image_shape))
-    hand = HandVAE(vae)
+    vae = VAE(ModelConfig(image_shape=data.image_shape, arch=arch))
+    hand = HAND[arch](vae)
     loss_fn = elbo_loss(vae, setting, k)
     optimizer = adam(loss_fn.parameters(), 1e-3)
     hand_opt = torch.optim.Adam(hand.parameters(), lr=1e-3, fused=not notebook)
@@ -158,8 +196,14 @@ def parts(data, batch_size: int, steps: int) -> None:
 @click.option("--parts", "show_parts", is_flag=True, help="Also time each part of pyrovae's step.")
 @click.option("--is-points", type=click.IntRange(min=0), default=0, help="Images for the log p(x) rate.")
 @click.option("--is-samples", type=click.IntRange(min=1), default=5000)
+@click.option("--arch", type=click.Choice(sorted(HAND)), default="mlp", help="The networks of both loops.")
+@click.option(
+    "--settings",
+    default="trace:1,trace:K,iwae:K",
+    help="Objective:particles pairs to time, K meaning --num-particles.",
+)
 def main(dataset, data_dir, batch_size, repeats, num_particles, device, notebook, show_parts, is_points,
-         is_samples):  # fmt: skip
+         is_samples, arch, settings):  # fmt: skip
     device = resolve_device(device)
     if device.type != "cpu":
         raise click.UsageError("the hand-written loops run on the CPU; no GPU was measured")
@@ -169,12 +213,13 @@ def main(dataset, data_dir, batch_size, repeats, num_particles, device, notebook
     print(
         f"{dataset}: {len(data.x_train)} images an epoch, batch {batch_size}, CPU "
         f"({torch.get_num_threads()} threads), torch {torch.__version__}, pyro {pyro.__version__}; "
-        f"{repeats} repeats after a warm-up epoch; hand loop: {hand}"
+        f"{repeats} repeats after a warm-up epoch; hand loop: {hand}; networks: {arch}"
     )
     print("| setting | pyrovae epoch (s) | hand-written epoch (s) | ratio of medians | ratios, each repeat |")
     print("| --- | --- | --- | --- | --- |")
-    for setting, k in (("trace", 1), ("trace", num_particles), ("iwae", num_particles)):
-        times = compare(data, setting, k, batch_size, repeats, notebook)
+    pairs = [pair.split(":") for pair in settings.split(",")]
+    for setting, k in [(name, num_particles if k == "K" else int(k)) for name, k in pairs]:
+        times = compare(data, setting, k, batch_size, repeats, notebook, arch)
         a, b = times["pyrovae"], times["hand"]
         each = [round(x / y, 3) for x, y in zip(a, b, strict=True)]
         print(

@@ -147,8 +147,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out: str | None = None
-    # Scalars and image grids for TensorBoard, in <out>/tensorboard (needs the tensorboard extra).
-    tensorboard: bool = False
+    # Experiment loggers (see pyrovae.loggers: tensorboard, swanlab, wandb), each writing in <out>.
+    loggers: tuple[str, ...] = ()
     # Images per forward pass when evaluating; only memory depends on it.
     eval_batch_size: int = 1000
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,6 +156,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", ModelConfig(**self.model))
+        if isinstance(self.loggers, str) or not all(isinstance(name, str) for name in self.loggers):
+            raise ValueError(f"loggers must be a list of names, got {self.loggers!r}")
+        object.__setattr__(self, "loggers", tuple(dict.fromkeys(self.loggers)))  # once each, in order
+        from .loggers import LOGGERS
+
+        for name in self.loggers:
+            if name not in LOGGERS:
+                raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {name!r}")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a path, got {self.dataset!r}")
         if isinstance(self.test_fraction, bool) or not (
@@ -187,6 +195,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        if "tensorboard" in d:  # the config.json of a run made before --logger
+            d["loggers"] = ["tensorboard"] if d.pop("tensorboard") else []
         return cls(**d)
 
 

@@ -64,10 +64,10 @@ def save_epoch(run_dir: Path, config: TrainConfig, state: dict[str, Any]) -> Non
 
 
 # Config fields whose command-line option has another name.
-OPTION_NAMES = {"family": "model"}
+OPTION_NAMES = {"family": "model", "loggers": "logger"}
 
 # What may differ when a run is resumed: where it runs and reads, and how long it goes on.
-RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "tensorboard")
+RESUMABLE_CHANGES = ("epochs", "device", "data_dir", "loggers")
 
 
 def apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_dir: Path) -> TrainConfig:
@@ -83,9 +83,9 @@ def apply_changes(config: TrainConfig, changes: dict[str, Any], done: int, run_d
         option = OPTION_NAMES.get(name, name.replace("_", "-"))
         contradictions.append(f"--{option} {value} (the run has {current})")
     if contradictions:
+        may = ", ".join("--" + OPTION_NAMES.get(c, c.replace("_", "-")) for c in RESUMABLE_CHANGES)
         raise UserError(
-            f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only "
-            f"{', '.join('--' + c.replace('_', '-') for c in RESUMABLE_CHANGES)} may change"
+            f"{run_dir} cannot be resumed with {', '.join(contradictions)}; only {may} may change"
         )
     resumable = {k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}
     if resumable.get("epochs", config.epochs) < done:

@@ -243,37 +243,37 @@ class Trainer:
             + (f"from epoch {first}, " if first > 1 else "")
             + f"into {run_dir}"
         )
-        board = loggers.TensorBoard(run_dir) if config.tensorboard else None
-        steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-        for epoch in range(first, config.epochs + 1):
-            if runs.stopped_early(config, self.metrics):
-                log(f"stopped early: no better validation ELBO in {config.early_stopping} epochs")
-                break
-            row = self._epoch(epoch, kl_weights(config, epoch, steps_per_epoch))
-            self.metrics.append(row)
-            runs.save_epoch(
-                run_dir,
-                config,
-                {
-                    "epoch": epoch,
-                    "model": vae.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "metrics": self.metrics,
-                    "rng": _rng_state(device),
-                },
-            )
-            io.write_metrics(run_dir, self.metrics)
-            if board is not None:
+        board = loggers.Loggers(run_dir, config)
+        try:
+            steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+            for epoch in range(first, config.epochs + 1):
+                if runs.stopped_early(config, self.metrics):
+                    log(f"stopped early: no better validation ELBO in {config.early_stopping} epochs")
+                    break
+                row = self._epoch(epoch, kl_weights(config, epoch, steps_per_epoch))
+                self.metrics.append(row)
+                runs.save_epoch(
+                    run_dir,
+                    config,
+                    {
+                        "epoch": epoch,
+                        "model": vae.state_dict(),
+                        "optimizer": self.optimizer.state_dict(),
+                        "metrics": self.metrics,
+                        "rng": _rng_state(device),
+                    },
+                )
+                io.write_metrics(run_dir, self.metrics)
                 board.epoch(row)
-            valid = f"valid ELBO {row['valid_elbo']:9.3f}  " if row["valid_elbo"] is not None else ""
-            log(
-                f"epoch {epoch:3d}/{config.epochs}  train bound {row['train_elbo']:9.3f}  {valid}"
-                f"test ELBO {row['test_elbo']:9.3f}  ({row['seconds']:.1f} s)"
-            )
-        best, _, _ = load_run(run_dir, device)  # the pictures show the model evaluate scores
-        plots.draw_run(best, self.x_test, self.metrics, run_dir)
-        if board is not None:
+                valid = f"valid ELBO {row['valid_elbo']:9.3f}  " if row["valid_elbo"] is not None else ""
+                log(
+                    f"epoch {epoch:3d}/{config.epochs}  train bound {row['train_elbo']:9.3f}  {valid}"
+                    f"test ELBO {row['test_elbo']:9.3f}  ({row['seconds']:.1f} s)"
+                )
+            best, _, _ = load_run(run_dir, device)  # the pictures show the model evaluate scores
+            plots.draw_run(best, self.x_test, self.metrics, run_dir)
             board.images(best, self.x_test, len(self.metrics))
+        finally:
             board.close()
 
     def _epoch(self, epoch: int, weights: list[float]) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """``sample``, ``reconstruct``, ``latent`` and ``interpolate`` on a run made by ``fit``: files and content."""
 
+import json
+
 import matplotlib.image
 import pytest
 import torch
@@ -86,24 +88,47 @@ def test_manifold_spans_the_prior_quantiles(trained):
     assert (images[0] - images[-1]).abs().sum() > 1  # opposite corners decode differently
 
 
-def test_tensorboard_logs_scalars_and_images(tmp_path):
+def test_loggers_write_their_logs_inside_the_run_directory_offline(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    pytest.importorskip("swanlab", reason="the swanlab extra is not installed")
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    result = invoke("fit", "--dataset", "synthetic", "--epochs", "2", "--tensorboard", "--out", str(out))
+    result = invoke("fit", "--dataset", "synthetic", "--epochs", "2", "--logger", "swanlab", "--logger",
+                    "tensorboard", "--logger", "wandb", "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["loggers"] == ["swanlab", "tensorboard", "wandb"]
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert {"samples", "reconstructions"} <= set(events.Tags()["images"])
     assert [e.step for e in events.Scalars("seconds_per_epoch")] == [1, 2]
+    # SwanLab's and W&B's offline records: the metrics by name, and the two grids as images.
+    (swan,) = (out / "swanlog").glob("run-*")
+    assert b"train_elbo" in next(swan.glob("run-*.swanlab")).read_bytes()
+    assert len(list((swan / "media" / "image").glob("*.png"))) == 2
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")
+    assert b"test_elbo" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+    assert {p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images").glob("*.png")} == {
+        "samples",
+        "reconstructions",
+    }
 
 
-def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, module", [("tensorboard", "torch.utils.tensorboard"), ("swanlab", "swanlab"),
+                                          ("wandb", "wandb")])  # fmt: skip
+def test_a_missing_logger_is_a_one_line_error_before_training(tmp_path, monkeypatch, name, module):
     import sys
 
     from tests.test_cli import assert_one_line_error
 
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
-    result = invoke("fit", "--dataset", "synthetic", "--tensorboard", "--out", str(tmp_path / "r"))
-    assert_one_line_error(result, "--tensorboard needs the tensorboard package")
+    monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
+    result = invoke("fit", "--dataset", "synthetic", "--logger", name, "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, f"--logger {name} needs the {name} package", f".[{name}]")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_made_with_the_old_tensorboard_flag_still_loads():
+    from pyrovae.config import TrainConfig
+
+    assert TrainConfig.from_dict({"tensorboard": True}).loggers == ("tensorboard",)
+    assert TrainConfig.from_dict({"tensorboard": False}).loggers == ()
