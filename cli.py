@@ -6,10 +6,14 @@ import functools
 import importlib
 import importlib.util
 import math
+import os
+import signal
+import sys
 from pathlib import Path
 
 import click
 
+from pyrovae import distributed
 from pyrovae.config import (
     CHECKPOINTS,
     DATASETS,
@@ -37,9 +41,14 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        group = distributed.current()
+        if group.active:  # torchrun ends every rank with SIGTERM when one fails: say so in one line
+            signal.signal(signal.SIGTERM, _stopped_by_torchrun)
         try:
             return command(*args, **kwargs)
         except UserError as e:
+            if not group.is_main:  # under torchrun, rank 0 alone says it
+                raise SystemExit(1) from None
             raise click.ClickException(str(e)) from None
         except OSError as e:  # a folder that is missing, full or read-only
             where = f"{e.filename}: " if e.filename else ""
@@ -48,11 +57,34 @@ def user_errors(command):
             raise click.ClickException("out of memory; choose smaller sizes") from None
         except RuntimeError as e:  # torch.OutOfMemoryError is one; so is the CPU allocator's failure
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if group.active and _peer_failure(e):  # a rank died or left while the others waited on it
+                if not group.is_main:
+                    raise SystemExit(1) from None
+                raise click.ClickException(
+                    f"another process of this torchrun job failed or left ({first}); a run directory "
+                    "keeps its last checkpoint"
+                ) from None
             if "memory" not in first.lower() and "allocate" not in first.lower():
                 raise
             raise click.ClickException(f"out of memory ({first}); choose smaller sizes") from None
 
     return wrapper
+
+
+def _stopped_by_torchrun(signum, frame) -> None:
+    raise UserError(
+        "torchrun stopped this job: another of its processes failed, or it was interrupted; a run "
+        "directory keeps its last checkpoint (fit --resume continues it)"
+    )
+
+
+def _peer_failure(e: RuntimeError) -> bool:
+    """Whether a collective failed because another rank died, left or timed out (gloo and NCCL say so
+    in plain RuntimeErrors)."""
+    import torch.distributed as dist
+
+    words = ("gloo", "NCCL", "Connection", "peer", "timed out", "Timed out")
+    return isinstance(e, dist.DistError) or any(word in str(e) for word in words)
 
 
 class SizeList(click.ParamType):
@@ -157,6 +189,8 @@ def import_parts(path_or_module: str) -> None:
 )
 def cli(imports: tuple[str, ...]) -> None:
     """Variational autoencoders written the Pyro way."""
+    if not distributed.current().is_main:  # under torchrun, rank 0 alone reports
+        sys.stdout = open(os.devnull, "w")  # open for the life of the process
     for module in imports:
         import_parts(module)
 
@@ -398,7 +432,8 @@ def evaluate(run_dir: str, as_json: bool, **options) -> None:
     from pyrovae.evaluate import evaluate_run, summary
 
     result = evaluate_run(run_dir, EvalConfig(**options))
-    click.echo(json.dumps(result, indent=2) if as_json else summary(result))
+    if result is not None:  # None: a rank of torchrun's other than 0
+        click.echo(json.dumps(result, indent=2) if as_json else summary(result))
 
 
 RUN_DIR = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))

@@ -12,9 +12,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from . import io, memory
+from . import distributed, io, memory
 from .config import EvalConfig
 from .data import fixed_representation, load_dataset
+from .errors import UserError
 from .importance import importance_estimate
 from .model import VAE
 from .runs import load_run
@@ -27,7 +28,7 @@ EVALUATION_IMAGES = "evaluation-images.csv"
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any] | None:
     """Score the run in ``run_dir`` and write ``evaluation.json`` there; returns what it wrote.
 
     Figures are means over the split's images, in nats per image: ``elbo`` and ``log_px`` come from
@@ -35,26 +36,48 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     ``log_px - elbo``, the mean ``KL(q(z|x) || p(z|x))``, is never negative. ``log_px_stderr`` is the
     Monte Carlo standard error of ``log_px``; ``log_px_stderr_images`` is its standard error as a
     mean over images drawn from the data distribution.
+
+    Under torchrun each rank scores a contiguous share of the images with its own noise (rank 0 the
+    single process's), rank 0 gathers the per-image results, writes, and returns them; the others
+    return None.
     """
     config = config if config is not None else EvalConfig()
     run_dir = Path(run_dir)
-    device = resolve_device(config.device)
-    vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
-    data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
-    data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
-    split = data.x_test if config.split == "test" else data.x_train
-    if config.num_points is not None:
-        split = split[: config.num_points]
-    x = fixed_representation(split, vae.model.p_x.data).to(device)
-
-    needed = memory.evaluation_bytes(train_config.model, config, len(x))
-    memory.check_fits(needed, device, "this evaluation")
-    pyro.set_rng_seed(config.seed)
-    start = time.perf_counter()
-    estimate = importance_estimate(
-        vae.model, vae.guide, x, config.num_samples, config.chunk_size, config.batch_size, config.compile
-    )
-    seconds = time.perf_counter() - start
+    device = distributed.device_for(resolve_device(config.device), distributed.current())
+    with distributed.process_group(device) as group:
+        error = None
+        try:
+            vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
+            data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
+            data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
+            split = data.x_test if config.split == "test" else data.x_train
+            if config.num_points is not None:
+                split = split[: config.num_points]
+            x = fixed_representation(split, vae.model.p_x.data).to(device)
+            mine = group.share(x)
+            if len(mine) == 0:
+                raise UserError(f"{len(x)} images cannot be shared among {group.world_size} processes")
+            needed = memory.evaluation_bytes(train_config.model, config, len(mine))
+            memory.check_fits(needed, device, "this evaluation")
+        except Exception as e:  # every rank must hear of it, whatever it is
+            error = e
+        distributed.agree(group, error)
+        pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))
+        start = time.perf_counter()
+        estimate = importance_estimate(
+            vae.model,
+            vae.guide,
+            mine,
+            config.num_samples,
+            config.chunk_size,
+            config.batch_size,
+            config.compile,
+        )
+        seconds = time.perf_counter() - start
+        parts = distributed.gather(group, [t.cpu() for t in estimate])
+    if not group.is_main:
+        return None
+    estimate = type(estimate)(*(torch.cat(columns).to(device) for columns in zip(*parts, strict=True)))
     units = posterior_usage(vae, x, config.batch_size)
     n, d = x.shape
     # Densities on dequantized pixels: log P(pixels) >= log p(y) - D log 256 (see pyrovae.likelihoods).

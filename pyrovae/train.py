@@ -23,9 +23,10 @@ from pyro.infer.util import is_validation_enabled as pyro_validation_enabled
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, loggers, memory, plots, runs
+from . import distributed, io, loggers, memory, plots, runs
 from .config import TrainConfig
 from .data import Dataset, fixed_representation, hold_out, load_dataset
+from .distributed import SINGLE, Group
 from .errors import UserError
 from .likelihoods import binarize
 from .model import VAE
@@ -79,6 +80,7 @@ def train_epoch(
     progress: Callable[[int], object] | None = None,
     prepare: Callable[[torch.Tensor], torch.Tensor] = binarize,
     weights: Sequence[float] | None = None,
+    group: Group = SINGLE,
 ) -> torch.Tensor:
     """One pass over ``x`` (uint8 grey levels, (N, D)) in a random order; returns the mean bound.
 
@@ -88,22 +90,42 @@ def train_epoch(
     is accumulated on the device, so no step waits for the host. Pyro's validation (when on) checks
     the first step of the epoch; the others repeat the same checks on the same shapes and are spared
     them: a NaN that appears later still makes the epoch's bound NaN.
+
+    Under torchrun (``group``, ``loss_fn`` wrapped in ``DistributedDataParallel``) every rank walks
+    rank 0's order, takes its share of each global batch and multiplies its loss by the number of
+    ranks (see :mod:`pyrovae.distributed`); a last batch with fewer images than ranks is left out.
     """
     validate = pyro_validation_enabled()
     kl_weight = KLWeight()
     total = torch.zeros((), device=x.device)
-    for step, idx in enumerate(torch.randperm(len(x), device=x.device).split(batch_size)):
+    # Rank 0 draws the order (from the single process's stream) and the others receive it.
+    order = (
+        torch.randperm(len(x), device=x.device)
+        if group.is_main
+        else torch.empty_like(x[:, 0], dtype=torch.long)
+    )
+    order = distributed.broadcast(group, order)
+    seen = 0
+    for step, idx in enumerate(order.split(batch_size)):
+        if len(idx) < group.world_size:  # a rank would have no image (only ever the last batch)
+            break
+        idx = group.share(idx)
         kl_weight.weight = 1.0 if weights is None else weights[step]
         weighted = kl_weight if kl_weight.weight != 1 else contextlib.nullcontext()
         with pyro.validation_enabled(validate and step == 0), weighted:
             loss = loss_fn(prepare(x[idx]))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * group.world_size if group.active else loss).backward()
         optimizer.step()
         total += loss.detach()
+        seen += len(idx)
         if progress is not None:
-            progress(len(idx))
-    return -total / len(x)
+            progress(len(idx) * group.world_size)
+    if group.active:
+        total, seen = distributed.all_sum(
+            group, torch.stack([total, torch.tensor(float(seen), device=x.device)])
+        )
+    return -total / seen
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -116,10 +138,13 @@ def adam(params, lr: float) -> torch.optim.Adam:
 
 
 @torch.no_grad()
-def evaluate_elbo(loss_fn: nn.Module, x: torch.Tensor, batch_size: int) -> float:
-    """The mean ELBO, in nats per image, of images ``x`` (N, D) in the likelihood's representation."""
-    total = sum(loss_fn(batch) for batch in x.split(batch_size))
-    return -float(total) / len(x)
+def evaluate_elbo(loss_fn: nn.Module, x: torch.Tensor, batch_size: int, group: Group = SINGLE) -> float:
+    """The mean ELBO, in nats per image, of images ``x`` (N, D) in the likelihood's representation;
+    under torchrun each rank scores its share of ``x`` and the sums are added."""
+    total = sum(
+        (loss_fn(batch) for batch in group.share(x).split(batch_size)), torch.zeros((), device=x.device)
+    )
+    return -float(distributed.all_sum(group, total)) / len(x)
 
 
 def check_objective(config: TrainConfig, vae: VAE) -> None:
@@ -150,29 +175,40 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     """Train a VAE as ``config`` says and write its run directory; returns the directory.
 
     Everything that can be checked or built (device, data, model, objective, output folder) is, before
-    the directory is made, so bad input leaves nothing behind.
+    the directory is made, so bad input leaves nothing behind. Under torchrun every rank checks and
+    builds, a failure on any ends them all, and rank 0 alone writes (see :mod:`pyrovae.distributed`).
     """
-    device = resolve_device(config.device)
-    loggers.check_available(config)
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
-    run_dir = Path(config.out) if config.out is not None else runs.default_run_dir(config.dataset)
-    try:  # the model for these images: the likelihood named, and the architecture checked, for them
-        model = dataclasses.replace(config.model, image_shape=data.image_shape)
-        model = dataclasses.replace(model, likelihood=model.likelihood_name)
-    except ValueError as e:
-        raise UserError(f"{data.name}: {e}") from None
-    config = dataclasses.replace(config, model=model, out=str(run_dir))
-    memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
-    runs.check_run_dir(run_dir)
-    trainer = Trainer(config, data, device)
-    runs.create_run_dir(run_dir)
-    try:
-        trainer.run(run_dir, log)
-    except BaseException:
-        if not (run_dir / io.CHECKPOINT).exists():  # stopped before its first epoch ended: leave nothing
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    device = distributed.device_for(resolve_device(config.device), distributed.current())
+    with distributed.process_group(device) as group:
+        error = None
+        try:
+            loggers.check_available(config)
+            if data is None:
+                data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
+            # Rank 0's alone is made and written (the others' default names may differ by a second).
+            run_dir = Path(config.out) if config.out is not None else runs.default_run_dir(config.dataset)
+            try:  # the model for these images: the likelihood named, and the architecture checked, for them
+                model = dataclasses.replace(config.model, image_shape=data.image_shape)
+                model = dataclasses.replace(model, likelihood=model.likelihood_name)
+            except ValueError as e:
+                raise UserError(f"{data.name}: {e}") from None
+            config = dataclasses.replace(config, model=model, out=str(run_dir))
+            memory.check_fits(
+                memory.training_bytes(config, len(data.x_train)), device, "this model's training"
+            )
+            runs.check_run_dir(run_dir)
+            trainer = Trainer(config, data, device, group=group)
+        except Exception as e:  # every rank must hear of it, whatever it is
+            error = e
+        distributed.agree(group, error)
+        if group.is_main:
+            runs.create_run_dir(run_dir)
+        try:
+            trainer.run(run_dir, log)
+        except BaseException:
+            if group.is_main and not (run_dir / io.CHECKPOINT).exists():  # died before its first epoch ended
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     return run_dir
 
 
@@ -193,12 +229,21 @@ def resume(
         raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
     config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
     config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
-    device = resolve_device(config.device)
-    loggers.check_available(config)
-    if data is None:
-        data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
-    memory.check_fits(memory.training_bytes(config, len(data.x_train)), device, "this model's training")
-    Trainer(config, data, device, payload).run(run_dir, log)
+    device = distributed.device_for(resolve_device(config.device), distributed.current())
+    with distributed.process_group(device) as group:
+        error = None
+        try:
+            loggers.check_available(config)
+            if data is None:
+                data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
+            memory.check_fits(
+                memory.training_bytes(config, len(data.x_train)), device, "this model's training"
+            )
+            trainer = Trainer(config, data, device, payload, group)
+        except Exception as e:  # every rank must hear of it, whatever it is
+            error = e
+        distributed.agree(group, error)
+        trainer.run(run_dir, log)
     return run_dir
 
 
@@ -207,9 +252,14 @@ class Trainer:
     written; :meth:`run` trains epoch by epoch into a run directory."""
 
     def __init__(
-        self, config: TrainConfig, data: Dataset, device: torch.device, checkpoint: dict | None = None
+        self,
+        config: TrainConfig,
+        data: Dataset,
+        device: torch.device,
+        checkpoint: dict | None = None,
+        group: Group = SINGLE,
     ):
-        self.config = config
+        self.config, self.group = config, group
         train, x_valid = hold_out(data, config.validation)
         self.data = train.to(device)
         pyro.set_rng_seed(config.seed)
@@ -223,17 +273,32 @@ class Trainer:
         self.x_valid = fixed_representation(x_valid, represent).to(device)
         self.x_test = fixed_representation(self.data.x_test, represent)
         self.metrics: list[dict[str, Any]] = []
+        if group.active:  # each rank its own noise (no collective here: the ranks have yet to agree)
+            pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))
         if checkpoint is not None:
             self.vae.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.metrics = checkpoint["metrics"]
-            _set_rng_state(checkpoint["rng"], device)
+            states = checkpoint.get("rng_ranks", [checkpoint["rng"]])
+            if len(states) != group.world_size:
+                raise UserError(
+                    f"this run was trained on {len(states)} process(es); resume it on as many "
+                    f"(it is resumed on {group.world_size})"
+                )
+            _set_rng_state(states[group.rank], device)
 
     def run(self, run_dir: Path, log: Callable[[str], None]) -> None:
-        config, data, vae = self.config, self.data, self.vae
+        config, data, vae, main = self.config, self.data, self.vae, self.group.is_main
         device = data.x_train.device
-        io.write_config(run_dir, config)
-        if self.metrics:
+        self.train_fn = self.loss_fn
+        if self.group.active:  # DDP checks that every rank holds the same weights
+            cuda = [device] if device.type == "cuda" else None
+            self.train_fn = nn.parallel.DistributedDataParallel(self.loss_fn, device_ids=cuda)
+        if not main:  # rank 0 alone writes and speaks
+            config, log = dataclasses.replace(config, loggers=()), _silent
+        else:
+            io.write_config(run_dir, config)
+        if self.metrics and main:
             io.write_metrics(run_dir, self.metrics)  # the checkpoint's rows, should the run have died between
         first = len(self.metrics) + 1
         log(
@@ -252,6 +317,9 @@ class Trainer:
                     break
                 row = self._epoch(epoch, kl_weights(config, epoch, steps_per_epoch))
                 self.metrics.append(row)
+                states = distributed.gather(self.group, _rng_state(device))
+                if not main:
+                    continue
                 runs.save_epoch(
                     run_dir,
                     config,
@@ -260,7 +328,8 @@ class Trainer:
                         "model": vae.state_dict(),
                         "optimizer": self.optimizer.state_dict(),
                         "metrics": self.metrics,
-                        "rng": _rng_state(device),
+                        "rng": states[0],
+                        **({"rng_ranks": states} if self.group.active else {}),
                     },
                 )
                 io.write_metrics(run_dir, self.metrics)
@@ -270,11 +339,13 @@ class Trainer:
                     f"epoch {epoch:3d}/{config.epochs}  train bound {row['train_elbo']:9.3f}  {valid}"
                     f"test ELBO {row['test_elbo']:9.3f}  ({row['seconds']:.1f} s)"
                 )
-            best, _, _ = load_run(run_dir, device)  # the pictures show the model evaluate scores
-            plots.draw_run(best, self.x_test, self.metrics, run_dir)
-            board.images(best, self.x_test, len(self.metrics))
+            if main:
+                best, _, _ = load_run(run_dir, device)  # the pictures show the model evaluate scores
+                plots.draw_run(best, self.x_test, self.metrics, run_dir)
+                board.images(best, self.x_test, len(self.metrics))
         finally:
             board.close()
+        distributed.barrier(self.group)  # the others wait for rank 0's pictures
 
     def _epoch(self, epoch: int, weights: list[float]) -> dict[str, Any]:
         config, vae = self.config, self.vae
@@ -285,18 +356,19 @@ class Trainer:
             unit="img",
             leave=False,
             file=sys.stderr,
-            disable=None,
+            disable=None if self.group.is_main else True,
         ) as bar:
             train_elbo = _unless_diverged(
                 vae,
                 lambda: train_epoch(
-                    self.loss_fn,
+                    self.train_fn,
                     self.optimizer,
                     self.data.x_train,
                     config.batch_size,
                     bar.update,
                     vae.model.p_x.data,
                     weights,
+                    self.group,
                 ),
             )
         seconds = time.perf_counter() - start
@@ -320,7 +392,13 @@ class Trainer:
         }
 
     def _elbo(self, x: torch.Tensor) -> float:
-        return _unless_diverged(self.vae, lambda: evaluate_elbo(self.elbo_fn, x, self.config.eval_batch_size))
+        return _unless_diverged(
+            self.vae, lambda: evaluate_elbo(self.elbo_fn, x, self.config.eval_batch_size, self.group)
+        )
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -223,3 +223,18 @@ def test_bad_data_is_one_line_and_leaves_no_run_directory(tmp_path, case):
     result = invoke("fit", *args, "--epochs", "1", "--out", str(tmp_path / "run"))
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_generated_cifar_benchmark_writes_what_cifar10_loading_reads(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generated_cifar.py"
+    spec = importlib.util.spec_from_file_location("generated_cifar", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from click.testing import CliRunner
+
+    assert CliRunner().invoke(module.main, [str(tmp_path), "--per-batch", "20"]).exit_code == 0
+    d = load_dataset("cifar10", tmp_path)
+    assert d.image_shape == (3, 32, 32) and len(d.x_train) == 100 and len(d.x_test) == 20
+    assert len(d.x_train.unique()) > 100  # colour levels, not a constant
