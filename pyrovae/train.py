@@ -346,6 +346,7 @@ class Trainer:
         finally:
             board.close()
         distributed.barrier(self.group)  # the others wait for rank 0's pictures
+        self.train_fn = self.loss_fn  # DDP's reducer released before the process group is destroyed
 
     def _epoch(self, epoch: int, weights: list[float]) -> dict[str, Any]:
         config, vae = self.config, self.vae

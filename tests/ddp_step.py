@@ -45,11 +45,13 @@ def main(out: Path) -> None:
             if group.rank > 0:  # as the Trainer: rank 0 goes on with the single process's stream
                 pyro.set_rng_seed(distributed.rank_seed(SEED, group.rank))
             train_epoch(ddp, optimizer, X[:batch], batch, prepare=binarize, group=group)
+            del ddp  # DDP's reducer goes before the process group does
             if group.is_main:  # the gradient the step took (Adam's first step alone hides its scale)
                 grads = {name: p.grad for name, p in vae.named_parameters()}
                 torch.save(
                     {"params": vae.state_dict(), "grads": grads}, out / f"{objective}-{k}-{arch}-{guide}.pt"
                 )
+        distributed.barrier(group)  # no rank leaves while another is still at work
 
 
 if __name__ == "__main__":
