@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,6 +80,7 @@ def process_group(device: torch.device) -> Iterator[Group]:
     if not group.active or dist.is_initialized():
         yield group
         return
+    _end_with_parent()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
@@ -86,6 +89,20 @@ def process_group(device: torch.device) -> Iterator[Group]:
     finally:
         gc.collect()  # DDP reducers left in reference cycles go first, not at the interpreter's exit
         dist.destroy_process_group()
+
+
+def _end_with_parent() -> None:
+    """Have Linux send this rank SIGTERM when its torchrun agent dies (torchrun starts each rank in a
+    session of its own, so a SIGKILL of the agent alone would leave the ranks running, orphaned, still
+    writing the run directory and holding the ports a new job may reuse)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the agent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -2,6 +2,7 @@
 a 2-process fit and evaluate agree with 1 process; SIGKILL and resume continue like an unbroken run; a
 bad input on one rank ends the job in one line. Each test launches real processes (a few seconds each)."""
 
+import contextlib
 import csv
 import json
 import os
@@ -126,8 +127,14 @@ def test_sigkill_of_the_job_then_resume_under_torchrun_continues_like_an_unbroke
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (broken / "metrics.csv").exists() or len(metrics(broken)) < 3:
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)  # the agent and both ranks, wherever they were
+    # The agent and both ranks, wherever they were (torchrun starts each rank in a session of its own).
+    ranks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == job.pid]
+    os.killpg(job.pid, signal.SIGKILL)
+    for pid in ranks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     job.wait()
+    _wait_gone(ranks)
     done = len(metrics(broken))
     assert 3 <= done < 12
     result = torchrun(CLI, "fit", "--resume", str(broken))
@@ -138,6 +145,53 @@ def test_sigkill_of_the_job_then_resume_under_torchrun_continues_like_an_unbroke
         assert {k: v for k, v in row_a.items() if k != "seconds"} == {
             k: v for k, v in row_b.items() if k != "seconds"
         }
+
+
+def _wait_gone(pids: list[int], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the ranks' parent-death signal is Linux's")
+def test_ranks_end_when_their_torchrun_agent_is_killed(tmp_path):
+    """torchrun starts each rank in a session of its own: killing the agent alone must not leave them
+    running (orphans would go on writing the run directory)."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", CLI]
+    job = subprocess.Popen([*command, "fit", "--dataset", "synthetic", "--epochs", "500", "--out", str(out)],
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "metrics.csv").exists():
+        time.sleep(0.05)
+    ranks = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == job.pid]
+    assert len(ranks) == 2
+    job.kill()  # SIGKILL: the agent has no chance to stop its ranks
+    job.wait()
+    try:
+        assert _wait_gone(ranks), "ranks outlived their agent"
+    finally:
+        for pid in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert len(metrics(out)) < 500
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _free_port() -> int:
