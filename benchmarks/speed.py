@@ -49,12 +49,18 @@ class HandVAE(nn.Module):
         self.fc1, self.fc2 = copy.deepcopy(enc[0]), copy.deepcopy(enc[2])
         self.fc3, self.fc4 = copy.deepcopy(dec[0]), copy.deepcopy(dec[2])
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))  # (N, 2 z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc4(F.relu(self.fc3(z)))  # (K, N, D)
+
     def loss(self, x: torch.Tensor, k: int, iwae: bool) -> torch.Tensor:
-        loc, raw = self.fc2(F.relu(self.fc1(x))).chunk(2, -1)
+        loc, raw = self.encode(x).chunk(2, -1)
         scale = F.softplus(raw) + 1e-4
         eps = torch.randn((k, *loc.shape))  # (K, N, z)
         z = loc + scale * eps
-        logits = self.fc4(F.relu(self.fc3(z)))  # (K, N, D)
+        logits = self.decode(z)  # (K, N, D)
         log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
         if not iwae:
             kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)
@@ -80,19 +86,11 @@ class HandConvVAE(HandVAE):
         )
         self.dense, self.deconvs = copy.deepcopy(writer.dense), copy.deepcopy(writer.deconvs)
 
-    def loss(self, x: torch.Tensor, k: int, iwae: bool) -> torch.Tensor:
-        h = F.relu(self.fc1(self.convs(x.reshape(-1, *self.shape))))
-        loc, raw = self.fc2(h).chunk(2, -1)
-        scale = F.softplus(raw) + 1e-4
-        eps = torch.randn((k, *loc.shape))  # (K, N, z)
-        z = loc + scale * eps
-        logits = self.deconvs(self.dense(z).reshape(-1, *self.grid)).reshape(*z.shape[:-1], -1)  # (K, N, D)
-        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
-        if not iwae:
-            kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)
-            return -(log_px_z.mean(0) - kl).sum()
-        log_w = log_px_z - 0.5 * (z**2).sum(-1) + 0.5 * (eps**2).sum(-1) + scale.log().sum(-1)
-        return -(log_w.logsumexp(0) - math.log(k)).sum()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(self.convs(x.reshape(-1, *self.shape)))))  # (N, 2 z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconvs(self.dense(z).reshape(-1, *self.grid)).reshape(*z.shape[:-1], -1)  # (K, N, D)
 
 
 HAND = {"mlp": HandVAE, "conv": HandConvVAE}

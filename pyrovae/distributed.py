@@ -126,6 +126,17 @@ def agree(group: Group, error: BaseException | None) -> None:
             raise UserError(f"rank {rank}: {message}")
 
 
+@contextlib.contextmanager
+def together(group: Group) -> Iterator[None]:
+    """Run the block on every rank and meet after it: if it failed on any rank, :func:`agree` raises on
+    all (the block must hold no collective, or ranks could pair mismatched ones)."""
+    try:
+        yield
+    except Exception as e:  # every rank must hear of it, whatever it is
+        agree(group, e)
+    agree(group, None)
+
+
 def broadcast(group: Group, tensor: torch.Tensor) -> torch.Tensor:
     """Rank 0's ``tensor`` on every rank (same shape and dtype on each)."""
     if group.active:

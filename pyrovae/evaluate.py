@@ -45,8 +45,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     run_dir = Path(run_dir)
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
-        error = None
-        try:
+        with distributed.together(group):
             vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
             data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
             data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
@@ -59,9 +58,6 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
                 raise UserError(f"{len(x)} images cannot be shared among {group.world_size} processes")
             needed = memory.evaluation_bytes(train_config.model, config, len(mine))
             memory.check_fits(needed, device, "this evaluation")
-        except Exception as e:  # every rank must hear of it, whatever it is
-            error = e
-        distributed.agree(group, error)
         pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))
         start = time.perf_counter()
         estimate = importance_estimate(

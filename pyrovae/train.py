@@ -180,8 +180,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     """
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
-        error = None
-        try:
+        with distributed.together(group):
             loggers.check_available(config)
             if data is None:
                 data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
@@ -198,9 +197,6 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
             )
             runs.check_run_dir(run_dir)
             trainer = Trainer(config, data, device, group=group)
-        except Exception as e:  # every rank must hear of it, whatever it is
-            error = e
-        distributed.agree(group, error)
         if group.is_main:
             runs.create_run_dir(run_dir)
         try:
@@ -231,8 +227,7 @@ def resume(
     config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
-        error = None
-        try:
+        with distributed.together(group):
             loggers.check_available(config)
             if data is None:
                 data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
@@ -240,9 +235,6 @@ def resume(
                 memory.training_bytes(config, len(data.x_train)), device, "this model's training"
             )
             trainer = Trainer(config, data, device, payload, group)
-        except Exception as e:  # every rank must hear of it, whatever it is
-            error = e
-        distributed.agree(group, error)
         trainer.run(run_dir, log)
     return run_dir
 
