@@ -2,7 +2,8 @@
 
     python benchmarks/levers.py
 
-(1) binarizing a batch of 128 x 784 uint8 pixels: ``torch.bernoulli`` against ``u < p`` (pyrovae's);
+(1) binarizing a batch of 128 x 784 uint8 pixels: ``torch.bernoulli`` against ``u < p`` (``u`` uniform on
+[0, 1), the first rounds') and ``r < x`` (``r`` uniform on the integers 0..254, pyrovae's now);
 (2) the Bernoulli log-density of a batch, forward and backward, at K = 1 and 5 particles: a dot product
 with ``logaddexp`` (the first round's) against torch's fused binary cross-entropy (pyrovae's).
 """
@@ -29,7 +30,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; milliseconds per call")
     bernoulli = per_call_ms(lambda: torch.bernoulli(pixels.float().div_(255)))
     threshold = per_call_ms(lambda: (torch.rand(pixels.shape) < pixels.float().div_(255)).float())
-    print(f"  binarize 128 x 784: torch.bernoulli {bernoulli:.3f}, u < p {threshold:.3f}")
+    integer = per_call_ms(lambda: (torch.empty_like(pixels).random_(0, 255) < pixels).float())
+    print(f"  binarize 128 x 784: bernoulli {bernoulli:.3f}, u < p {threshold:.3f}, r < x {integer:.3f}")
     x = torch.bernoulli(torch.full((128, 784), 0.3))
     for k in (1, 5):
         logits = torch.randn(k, 128, 784, requires_grad=True)

@@ -11,8 +11,11 @@ of Salakhutdinov and Murray, 2008, and of IWAE).
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import math
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,9 +101,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, test_frac
         root = Path(data_dir) if data_dir is not None else default_data_dir()
         if name == "cifar10":
             return _cifar10(root)
-        train, test = _torchvision_splits(name, root)
-        x_train, x_test = (s.data.reshape(len(s.data), -1).contiguous() for s in (train, test))
-        return Dataset(name, tuple(train.data.shape[1:]), x_train, train.targets, x_test, test.targets)
+        x_train, y_train, x_test, y_test = _idx_splits(name, root)
+        return Dataset(name, tuple(x_train.shape[1:]), x_train.flatten(1), y_train, x_test.flatten(1), y_test)
     path = Path(name)
     if path.is_dir():
         x, y, classes = _image_folder(path)
@@ -280,20 +282,56 @@ def _torchvision():
     return torchvision
 
 
-def _torchvision_splits(name: str, root: Path):
-    cls = getattr(_torchvision().datasets, _TORCHVISION[name])
-    try:
-        return cls(root, train=True, download=False), cls(root, train=False, download=False)
-    except RuntimeError:
-        pass
+def _idx_splits(name: str, root: Path) -> list[torch.Tensor]:
+    """MNIST's or Fashion-MNIST's four IDX files in torchvision's layout, ``root/<Name>/raw/``, each as
+    published or gzipped; downloaded through torchvision where any is missing. Read here, without
+    importing torchvision, which takes longer than reading the files (1.8 s against 0.1 s)."""
     folder = root / _TORCHVISION[name] / "raw"
 
-    def download():
-        return cls(root, train=True, download=True), cls(root, train=False, download=True)
+    def found() -> list[Path] | None:
+        paths = [next((p for p in (folder / f, folder / f"{f}.gz") if p.is_file()), None) for f in _FILES]
+        return None if None in paths else paths
 
-    return _download(
-        name, root, folder, download, f"{', '.join(_FILES)}, or their .gz", f"{_TORCHVISION[name]}/raw/"
-    )
+    paths = found()
+    if paths is None:
+        cls = getattr(_torchvision().datasets, _TORCHVISION[name])
+
+        def download():
+            cls(root, train=True, download=True), cls(root, train=False, download=True)
+
+        _download(
+            name, root, folder, download, f"{', '.join(_FILES)}, or their .gz", f"{_TORCHVISION[name]}/raw/"
+        )
+        paths = found()
+        if paths is None:
+            raise DataError(f"{name}: the download left {folder} without {', '.join(_FILES)}")
+    x_train, y_train, x_test, y_test = (_read_idx(p) for p in paths)
+    if (
+        x_train.dim() != 3
+        or x_train.shape[1:] != x_test.shape[1:]
+        or len(x_train) != len(y_train)
+        or len(x_test) != len(y_test)
+    ):
+        raise DataError(f"{folder}: the images and labels of the IDX files do not match")
+    return [x_train, y_train.long(), x_test, y_test.long()]
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """One IDX file (the format MNIST and Fashion-MNIST are published in): two zero bytes, the type
+    (0x08, unsigned bytes), the number of dimensions, each as a big-endian int32, then the values."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            content = f.read()
+        if content[:2] != b"\0\0" or content[2] != 0x08:
+            raise ValueError("not an IDX file of unsigned bytes")
+        ndim = content[3]
+        dims = struct.unpack(f">{ndim}i", content[4 : 4 + 4 * ndim])
+        values = content[4 + 4 * ndim :]
+        if len(values) != math.prod(dims):
+            raise ValueError(f"{len(values)} values where its header says {math.prod(dims)}")
+    except (OSError, EOFError, ValueError, IndexError, struct.error) as e:
+        raise DataError(f"cannot read {path} ({type(e).__name__}: {e})") from None
+    return torch.frombuffer(bytearray(values), dtype=torch.uint8).reshape(dims)
 
 
 def _download(name: str, root: Path, folder: Path, download: Callable, expected: str, layout: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -83,6 +84,20 @@ class BernoulliImage(dist.Independent):
         if self._validate_args:
             self._validate_sample(value)
         return _log_prob(self.logits, value)
+
+
+class UnitNormal(dist.Normal):
+    """``N(0, 1)`` in each coordinate: Pyro's ``Normal(zeros, ones)``, whose ``log_prob`` leaves out the
+    arithmetic that 0 and 1 make exact. ``-(z - 0)^2 / (2 * 1^2) - log 1 - log sqrt(2 pi)`` is
+    ``-z^2 / 2 - log sqrt(2 pi)`` bit for bit (subtracting 0 and halving are exact in floating point),
+    in three operations instead of nine, forward and backward, on every training step."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        log_p = -(value**2) / 2 - math.log(math.sqrt(2 * math.pi))
+        shape = torch.broadcast_shapes(log_p.shape, self.batch_shape)
+        return log_p if shape == log_p.shape else log_p.expand(shape)
 
 
 def _log_sub_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

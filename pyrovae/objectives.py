@@ -88,7 +88,9 @@ class ObjectiveModule(nn.Module):
             return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
         k = self.elbo.num_particles
         log_px_z, latent = log_weight_terms(self.model, self.guide, args[0], k if k > 1 else None)
-        return self.elbo.static_loss(log_px_z + _weight_gradient(latent, weight))
+        if weight != 1:
+            latent = _weight_gradient(latent, weight)
+        return self.elbo.static_loss(log_px_z + latent)
 
     def _static_weight(self, args, kwargs) -> float | None:
         """The KL weight in force, where the static path applies; None where it does not."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .distributions import UnitNormal
 from .registry import registrar
 
 PRIORS: dict[str, type[Prior]] = {}
@@ -53,7 +54,7 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(self.z_dim))
 
     def forward(self):
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return UnitNormal(self.loc, self.scale).to_event(1)
 
 
 @register("studentt")

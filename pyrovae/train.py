@@ -106,21 +106,24 @@ def train_epoch(
     )
     order = distributed.broadcast(group, order)
     seen = 0
-    for step, idx in enumerate(order.split(batch_size)):
-        if len(idx) < group.world_size:  # a rank would have no image (only ever the last batch)
-            break
-        idx = group.share(idx)
-        kl_weight.weight = 1.0 if weights is None else weights[step]
-        weighted = kl_weight if kl_weight.weight != 1 else contextlib.nullcontext()
-        with pyro.validation_enabled(validate and step == 0), weighted:
-            loss = loss_fn(prepare(x[idx]))
-        optimizer.zero_grad(set_to_none=True)
-        (loss * group.world_size if group.active else loss).backward()
-        optimizer.step()
-        total += loss.detach()
-        seen += len(idx)
-        if progress is not None:
-            progress(len(idx) * group.world_size)
+    # Validation, where on, checks the first step alone: the rest run with it off, set once here.
+    with pyro.validation_enabled(False):
+        for step, idx in enumerate(order.split(batch_size)):
+            if len(idx) < group.world_size:  # a rank would have no image (only ever the last batch)
+                break
+            idx = group.share(idx)
+            kl_weight.weight = 1.0 if weights is None else weights[step]
+            weighted = kl_weight if kl_weight.weight != 1 else contextlib.nullcontext()
+            checked = pyro.validation_enabled(validate) if step == 0 else contextlib.nullcontext()
+            with checked, weighted:
+                loss = loss_fn(prepare(x[idx]))
+            optimizer.zero_grad(set_to_none=True)
+            (loss * group.world_size if group.active else loss).backward()
+            optimizer.step()
+            total += loss.detach()
+            seen += len(idx)
+            if progress is not None:
+                progress(len(idx) * group.world_size)
     if group.active:
         total, seen = distributed.all_sum(
             group, torch.stack([total, torch.tensor(float(seen), device=x.device)])

@@ -1,6 +1,7 @@
 """CIFAR-10, folders of images and .npz files: read from files written here in their published layouts,
 through the library and the CLI, and every bad input refused in one line with no run directory."""
 
+import gzip
 import json
 import pickle
 import types
@@ -97,6 +98,42 @@ def test_missing_cifar10_offline_is_one_line_naming_folder_and_files(tmp_path, m
     )
     assert_one_line_error(result, "cifar-10-batches-py", "data_batch_1", "test_batch", "no network")
     assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def write_idx(path: Path, values: np.ndarray, gz: bool) -> None:
+    """``values`` (uint8) as an IDX file: two zero bytes, type 0x08, rank, big-endian sizes, values."""
+    content = bytes([0, 0, 8, values.ndim]) + np.array(values.shape, ">i4").tobytes() + values.tobytes()
+    if gz:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(content))
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_is_read_from_its_published_idx_files_plain_or_gzipped(tmp_path, gz):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x_train, x_test = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (12, 5))
+    y_train, y_test = (rng.integers(0, 10, n, dtype=np.uint8) for n in (12, 5))
+    for name, values in zip(data_module._FILES, (x_train, y_train, x_test, y_test), strict=True):
+        write_idx(raw / name, values, gz)
+    data = load_dataset("fashionmnist", tmp_path)
+    assert data.image_shape == (28, 28) and data.x_train.dtype == torch.uint8
+    assert torch.equal(data.x_train, torch.from_numpy(x_train).flatten(1))
+    assert torch.equal(data.x_test, torch.from_numpy(x_test).flatten(1))
+    assert data.y_train.tolist() == y_train.tolist() and data.y_test.dtype == torch.int64
+
+
+def test_a_truncated_idx_file_is_one_line(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data_module._FILES:
+        write_idx(raw / name, np.zeros((4, 28, 28) if "images" in name else 4, np.uint8), gz=False)
+    (raw / "t10k-images-idx3-ubyte").write_bytes((raw / "t10k-images-idx3-ubyte").read_bytes()[:-7])
+    result = invoke("fit", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert_one_line_error(result, "t10k-images-idx3-ubyte", "3129 values where its header says 3136")
+    assert not (tmp_path / "r").exists()
 
 
 def test_cifar10_fits_with_conv_and_its_default_likelihood_then_evaluates_and_draws(tmp_path):

@@ -58,10 +58,16 @@ def test_one_ddp_step_equals_one_process_with_the_same_noise(tmp_path):
         assert ddp["params"].keys() == vae.state_dict().keys() and ddp["grads"].keys() == grads.keys()
         for name, value in grads.items():  # the whole global batch's gradient: the loss scaled rightly
             torch.testing.assert_close(ddp["grads"][name], value, rtol=1e-4, atol=1e-4, msg=f"{arch}: {name}")
+        # Adam's first step is lr * g / (|g| + eps), about lr * sign(g): where |g| is within the gradient
+        # check's tolerance of 0 its rounding may move the step by up to 2 lr (1e-2 here); elsewhere the
+        # step is the same to rounding.
         for name, value in vae.state_dict().items():
+            grad = grads.get(name)
+            clear = torch.ones_like(value, dtype=torch.bool) if grad is None else grad.abs() > 1e-3
             torch.testing.assert_close(
-                ddp["params"][name], value, rtol=1e-5, atol=1e-6, msg=f"{arch}: {name}"
+                ddp["params"][name][clear], value[clear], rtol=1e-5, atol=1e-6, msg=f"{arch}: {name}"
             )
+            assert (ddp["params"][name] - value).abs().max() <= 2e-2 + 1e-6, f"{arch}: {name}"
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,14 @@ from pyrovae.data import binarize_fixed, load_dataset
 from pyrovae.model import VAE
 from pyrovae.train import elbo_loss, evaluate_elbo, train_epoch
 
-# Spread of the test ELBO after 3 epochs of the default model on Fashion-MNIST, measured over 4 seeds
-# (2026-11-20): standard deviation 0.20 nats (Pyro), 0.18 (baseline), 0.26 for the paired difference.
-# 1.0 nat is about 4 standard deviations of the difference; a wrong term in either objective (a
-# dropped constant, a KL off by a factor) moves the ELBO by tens of nats.
-TOLERANCE_NATS = 1.0
+# The paired difference (Pyro minus baseline) of the test ELBO after 3 epochs of the default model on
+# Fashion-MNIST, over training seeds 1-6 (2026-11-23, `r < x` binarization): -1.02, -0.40, -0.26, -0.26,
+# -0.21, -0.30; mean -0.41, standard deviation 0.31. Pyro's Monte Carlo KL gives noisier gradients than
+# the baseline's closed form, so it trails a little after so few steps. 1.7 nats is the mean's size
+# plus 4 standard deviations; a wrong term in either objective (a dropped constant, a KL off by a
+# factor) moves the ELBO by tens of nats. (Over 4 seeds of the first binarization the standard
+# deviation was 0.26 and the tolerance 1.0, with the offset unmeasured.)
+TOLERANCE_NATS = 1.7
 
 
 @pytest.mark.slow
