@@ -2,9 +2,7 @@
 
 (1) ``epoch``: ``cli.py fit --dataset D --epochs 2`` (its ``seconds`` column, the faster of the two
     epochs) against ``benchmarks/hand_vae.py`` (a hand-written loop with nothing of pyrovae's, same
-    sizes, the faster of its two epochs). The hand loop runs twice per round: as a user runs it (the
-    default environment) and with ``OMP_WAIT_POLICY=ACTIVE``, the thread setting ``cli.py`` chooses
-    for itself, so that the setting's share and the code's own overhead are told apart.
+    sizes, the faster of its two epochs), both in torch's default thread settings.
 (2) ``peers``: the peers' own commands at their own settings for ``--peer-epochs`` epochs, against
     ``cli.py fit`` at the same settings; wall time of the whole command (start-up, data loading,
     per-epoch evaluation and pictures included):
@@ -67,15 +65,15 @@ def fit(data_dir: str, out: Path, options: list[str]) -> tuple[float, list[float
     """``cli.py fit`` as a user runs it: (wall seconds, the ``seconds`` column)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "cli.py", "fit", "--data-dir", data_dir, "--out", str(out), *options]
-    wall, _ = run(command, ROOT, environment(OMP_WAIT_POLICY=None))
+    wall, _ = run(command, ROOT, environment())
     with open(out / "metrics.csv") as f:
         return wall, [float(row["seconds"]) for row in csv.DictReader(f)]
 
 
-def hand(data_dir: str, dataset: str, epochs: int, policy: str | None) -> list[float]:
+def hand(data_dir: str, dataset: str, epochs: int) -> list[float]:
     command = [sys.executable, "benchmarks/hand_vae.py", "--data-dir", data_dir, "--dataset", dataset,
                "--epochs", str(epochs)]  # fmt: skip
-    _, out = run(command, ROOT, environment(OMP_WAIT_POLICY=policy))
+    _, out = run(command, ROOT, environment())
     return [float(line.split()[2]) for line in out.splitlines() if line.startswith("epoch ")]
 
 
@@ -84,18 +82,16 @@ def span(values: list[float]) -> str:
 
 
 def epoch_benchmark(data_dir: str, dataset: str, repeats: int, work: Path) -> None:
-    times: dict[str, list[float]] = {"fit": [], "hand": [], "hand, ACTIVE": []}
+    times: dict[str, list[float]] = {"fit": [], "hand": []}
     for _ in range(repeats):
         times["fit"].append(min(fit(data_dir, work / "fit", ["--dataset", dataset, "--epochs", "2"])[1]))
-        times["hand"].append(min(hand(data_dir, dataset, 2, None)))
-        times["hand, ACTIVE"].append(min(hand(data_dir, dataset, 2, "ACTIVE")))
+        times["hand"].append(min(hand(data_dir, dataset, 2)))
     print(f"(1) {dataset}, seconds per epoch (the faster of two epochs), {repeats} alternated rounds:")
     print("| command | seconds | ratio to fit, each round |")
     print("| --- | --- | --- |")
     for name, label in (
         ("fit", f"`cli.py fit --dataset {dataset} --epochs 2` (`seconds`)"),
-        ("hand", "`benchmarks/hand_vae.py`, default environment"),
-        ("hand, ACTIVE", "`OMP_WAIT_POLICY=ACTIVE benchmarks/hand_vae.py`"),
+        ("hand", "`benchmarks/hand_vae.py`"),
     ):
         ratios = [round(a / b, 3) for a, b in zip(times["fit"], times[name], strict=True)]
         print(f"| {label} | {span(times[name])} | {', '.join(map(str, ratios))} |", flush=True)
@@ -112,7 +108,7 @@ def pyro_peer(folder: Path, data_dir: str, work: Path, epochs: int, peer_path: s
     stand_in.mkdir(exist_ok=True)
     (stand_in / "visdom.py").write_text('"""Imported by vae.py, used only with -visdom."""\n')
     path = os.pathsep.join(p for p in (peer_path, os.environ.get("PYTHONPATH"), str(stand_in)) if p)
-    env = environment(PYTHONPATH=path, CI=None, OMP_WAIT_POLICY=None)  # CI moves its data folder to ~/.data
+    env = environment(PYTHONPATH=path, CI=None)  # with CI set, it looks for its data in ~/.data
     return [sys.executable, "-O", "vae.py", "-n", str(epochs)], copy, env
 
 
@@ -122,7 +118,7 @@ def pytorch_peer(folder: Path, data_dir: str, work: Path, epochs: int, peer_path
     (copy / "results").mkdir(exist_ok=True)
     if not (work / "pytorch" / "data").exists():
         (work / "pytorch" / "data").symlink_to(Path(data_dir).resolve())  # main.py reads ../data
-    return [sys.executable, "main.py", "--epochs", str(epochs)], copy, environment(OMP_WAIT_POLICY=None)
+    return [sys.executable, "main.py", "--epochs", str(epochs)], copy, environment()
 
 
 PEERS = {
@@ -161,7 +157,7 @@ def peers_benchmark(folders: dict[str, Path], data_dir: str, repeats: int, epoch
 def main(data_dir, dataset, repeats, only, pyro_vae, pytorch_vae, peer_path, peer_epochs):
     import torch  # for the header only: every timed command is a process of its own
 
-    print(f"{os.cpu_count()} CPUs, torch {torch.__version__}; OMP_WAIT_POLICY as each command sets it")
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if only in (None, "epoch"):
