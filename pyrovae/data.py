@@ -297,7 +297,8 @@ def _idx_splits(name: str, root: Path) -> list[torch.Tensor]:
         cls = getattr(_torchvision().datasets, _TORCHVISION[name])
 
         def download():
-            cls(root, train=True, download=True), cls(root, train=False, download=True)
+            cls(root, train=True, download=True)
+            cls(root, train=False, download=True)
 
         _download(
             name, root, folder, download, f"{', '.join(_FILES)}, or their .gz", f"{_TORCHVISION[name]}/raw/"

@@ -59,7 +59,7 @@ def test_one_ddp_step_equals_one_process_with_the_same_noise(tmp_path):
         for name, value in grads.items():  # the whole global batch's gradient: the loss scaled rightly
             torch.testing.assert_close(ddp["grads"][name], value, rtol=1e-4, atol=1e-4, msg=f"{arch}: {name}")
         # Adam's first step is lr * g / (|g| + eps), about lr * sign(g): where |g| is within the gradient
-        # check's tolerance of 0 its rounding may move the step by up to 2 lr (1e-2 here); elsewhere the
+        # check's tolerance of 0 its rounding may move the step by up to 2 lr (lr is 1e-2 here); elsewhere the
         # step is the same to rounding.
         for name, value in vae.state_dict().items():
             grad = grads.get(name)
