@@ -18,6 +18,10 @@
     with ``-visdom``), plots with pandas and seaborn (``--peer-path`` adds a folder that holds them to
     its ``PYTHONPATH``), and asserts Pyro 1.9.1, which ``-O`` skips.
 
+(3) ``startup``: what a command pays before its first step, each in a fresh process: importing torch,
+    importing pyrovae's CLI (torch, Pyro, click, matplotlib), and building Adam and taking one step,
+    ``torch.optim.Adam(fused=True)`` (which imports ``torch._dynamo``) against ``pyrovae.optim.Adam``.
+
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2 --only peers \\
         --pyro-vae ~/src/pyro/examples/vae --pytorch-vae ~/src/examples/vae --peer-path ~/peer-libs
@@ -145,11 +149,40 @@ def peers_benchmark(folders: dict[str, Path], data_dir: str, repeats: int, epoch
         print(row, flush=True)
 
 
+STARTUP = {
+    "import torch": "import torch",
+    "import cli (torch, Pyro, click, matplotlib)": "import cli",
+    "torch.optim.Adam(fused=True), one step": "torch.optim.Adam(p, lr=1e-3, fused=True)",
+    "pyrovae.optim.Adam, one step": "pyrovae.optim.Adam(p, lr=1e-3)",
+}
+
+
+def startup_benchmark(repeats: int) -> None:
+    """Seconds of each part of STARTUP, in fresh processes, the parts alternated in each round."""
+    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for _ in range(repeats):
+        for name, statement in STARTUP.items():
+            if statement.startswith("import"):
+                code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+            else:
+                code = (
+                    "import time, torch, pyrovae.optim; p = [torch.nn.Parameter(torch.ones(8))]; "
+                    f"t = time.perf_counter(); o = {statement}; p[0].grad = torch.ones(8); o.step(); "
+                    "print(time.perf_counter() - t)"
+                )
+            times[name].append(float(run([sys.executable, "-c", code], ROOT, environment())[1]))
+    print(f"(3) start-up, seconds in fresh processes, {repeats} alternated rounds:")
+    print("| part | seconds |")
+    print("| --- | --- |")
+    for name, t in times.items():
+        print(f"| {name} | {span(t)} |", flush=True)
+
+
 @click.command()
 @click.option("--data-dir", required=True, help="Holds MNIST/raw and FashionMNIST/raw.")
 @click.option("--dataset", type=click.Choice(["mnist", "fashionmnist"]), default="fashionmnist")
 @click.option("--repeats", type=click.IntRange(min=1), default=2)
-@click.option("--only", type=click.Choice(["epoch", "peers"]), default=None)
+@click.option("--only", type=click.Choice(["epoch", "peers", "startup"]), default=None)
 @click.option("--pyro-vae", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--pytorch-vae", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--peer-path", default=None, help="Added to the peers' PYTHONPATH (pandas, seaborn).")
@@ -165,6 +198,8 @@ def main(data_dir, dataset, repeats, only, pyro_vae, pytorch_vae, peer_path, pee
         folders = {k: v for k, v in (("pyro", pyro_vae), ("pytorch", pytorch_vae)) if v is not None}
         if only in (None, "peers") and folders:
             peers_benchmark(folders, data_dir, repeats, peer_epochs, peer_path, work)
+        if only in (None, "startup"):
+            startup_benchmark(repeats)
 
 
 if __name__ == "__main__":

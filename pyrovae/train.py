@@ -31,6 +31,7 @@ from .errors import UserError
 from .likelihoods import binarize
 from .model import VAE
 from .objectives import OBJECTIVES, KLWeight
+from .optim import Adam, Optimizer
 from .runs import load_run
 
 
@@ -74,7 +75,7 @@ def kl_weights(config: TrainConfig, epoch: int, steps_per_epoch: int) -> list[fl
 
 def train_epoch(
     loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     x: torch.Tensor,
     batch_size: int,
     progress: Callable[[int], object] | None = None,
@@ -131,13 +132,16 @@ def train_epoch(
     return -total / seen
 
 
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam, fused into one kernel where torch has it for the parameters' device (the same update)."""
+def adam(params, lr: float) -> Optimizer:
+    """Adam by torch's fused kernel (:class:`pyrovae.optim.Adam`) where this torch has one for the
+    parameters' device and dtype; else ``torch.optim.Adam``, fused or not (the same update)."""
     params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+    for build in (Adam, functools.partial(torch.optim.Adam, fused=True)):
+        try:
+            return build(params, lr=lr)
+        except (RuntimeError, TypeError, AttributeError, NotImplementedError):
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 @torch.no_grad()
