@@ -2,6 +2,8 @@
 
     python benchmarks/levers.py
 
+(0) taking a batch of 128 rows from 60,000 x 784 uint8 pixels: ``x[idx]`` against ``x.index_select(0, idx)``
+(pyrovae's);
 (1) binarizing a batch of 128 x 784 uint8 pixels: ``torch.bernoulli`` against ``u < p`` (``u`` uniform on
 [0, 1), the first rounds') and ``r < x`` (``r`` uniform on the integers 0..254, pyrovae's now);
 (2) the Bernoulli log-density of a batch, forward and backward, at K = 1 and 5 particles: a dot product
@@ -33,6 +35,10 @@ def main() -> None:
     torch.manual_seed(0)
     pixels = torch.randint(0, 256, (128, 784), dtype=torch.uint8)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; milliseconds per call")
+    x_all, idx = torch.randint(0, 256, (60000, 784), dtype=torch.uint8), torch.randperm(60000)[:128]
+    fancy = per_call_ms(lambda: x_all[idx])
+    select = per_call_ms(lambda: x_all.index_select(0, idx))
+    print(f"  batch of 128 rows: x[idx] {fancy:.3f}, index_select {select:.3f}")
     bernoulli = per_call_ms(lambda: torch.bernoulli(pixels.float().div_(255)))
     threshold = per_call_ms(lambda: (torch.rand(pixels.shape) < pixels.float().div_(255)).float())
     integer = per_call_ms(lambda: (torch.empty_like(pixels).random_(0, 255) < pixels).float())

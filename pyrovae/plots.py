@@ -1,17 +1,23 @@
-"""Pictures of a run, drawn with matplotlib's object API (no pyplot state, no display needed)."""
+"""Pictures of a run, drawn with matplotlib's object API (no pyplot state, no display needed).
+
+matplotlib is imported when the first picture is drawn, not with this module: the commands that draw
+nothing (evaluate, compare) start 0.4 s sooner (``python -X importtime -c "import cli"``).
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import torch
-from matplotlib.figure import Figure
 
 from .data import CIFAR10_CLASSES
 from .io import atomic_write
 from .model import VAE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def image_grid(images: torch.Tensor, image_shape: tuple[int, ...], ncols: int) -> torch.Tensor:
@@ -26,6 +32,12 @@ def image_grid(images: torch.Tensor, image_shape: tuple[int, ...], ncols: int) -
         r, col = divmod(i, ncols)
         grid[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = img
     return grid[..., 0] if len(image_shape) == 2 else grid
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -50,7 +62,7 @@ def save_samples(vae: VAE, path: Path, num_samples: int = 64) -> None:
         likelihood = vae.model.decode(z)
         mean, draw = likelihood.mean, likelihood.sample()
     ncols = math.ceil(math.sqrt(num_samples))
-    fig = Figure(figsize=(11, 5.8))
+    fig = _figure((11, 5.8))
     for i, (images, title) in enumerate(((mean, "E[x | z],  z ~ p(z)"), (draw, "x ~ p(x | z), same z"))):
         ax = fig.add_subplot(1, 2, i + 1)
         _draw_grid(ax, image_grid(images, vae.config.image_shape, ncols), title)
@@ -66,14 +78,14 @@ def save_reconstructions(vae: VAE, x: torch.Tensor, path: Path, rows: int = 3, c
         [padded.index_copy(0, torch.arange(len(x), device=x.device), t) for t in (x, vae.reconstruct(x))]
     )  # (2, rows * cols, D)
     images = images.reshape(2, rows, cols, -1).transpose(0, 1).flatten(0, 2)  # input row, its recons
-    fig = Figure(figsize=(cols * 0.6, rows * 1.25))
+    fig = _figure((cols * 0.6, rows * 1.25))
     grid = image_grid(images, vae.config.image_shape, cols)
     _show_grid(fig, grid, "test images (odd rows) and E[x | z = E_q[z | x]] (even rows)")
     _save(fig, path)
 
 
 def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
-    fig = Figure(figsize=(6, 4))
+    fig = _figure((6, 4))
     ax = fig.add_subplot()
     epochs = [m["epoch"] for m in metrics]
     ax.plot(epochs, [m["train_elbo"] for m in metrics], "o-", label="train")
@@ -134,9 +146,11 @@ def save_latent(
     coords, axis = latent_coordinates(vae, x)
     coords, labels = coords.cpu(), labels.cpu()
     names = list(classes) or CLASS_NAMES.get(dataset, [str(c) for c in range(int(labels.max()) + 1)])
-    fig = Figure(figsize=(7.5, 6))
+    fig = _figure((7.5, 6))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["tab10"]
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
     for c in labels.unique().tolist():
         points = coords[labels == c]
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=cmap(c % 10), label=names[c])
@@ -162,7 +176,7 @@ def manifold(vae: VAE, steps: int = 20, num_prior_draws: int = 100_000) -> torch
 
 
 def save_manifold(vae: VAE, path: Path, steps: int = 20) -> None:
-    fig = Figure(figsize=(8, 8))
+    fig = _figure((8, 8))
     grid = image_grid(manifold(vae, steps), vae.config.image_shape, steps)
     _show_grid(fig, grid, "E[x | z] over the prior's 5%-95% quantiles of z")
     _save(fig, path)
@@ -182,7 +196,7 @@ def save_interpolations(vae: VAE, x: torch.Tensor, path: Path, pairs: int = 6, s
     for i in range(pairs):
         x_a, x_b = x[2 * i], x[2 * i + 1]
         rows.append(torch.cat([x_a[None], interpolation(vae, x_a, x_b, steps), x_b[None]]))
-    fig = Figure(figsize=(steps * 0.7, pairs * 0.8))
+    fig = _figure((steps * 0.7, pairs * 0.8))
     grid = image_grid(torch.cat(rows), vae.config.image_shape, steps + 2)
     _show_grid(fig, grid, "test image | E[x | z] along z_a -> z_b | test image")
     _save(fig, path)

@@ -117,7 +117,7 @@ def train_epoch(
             weighted = kl_weight if kl_weight.weight != 1 else contextlib.nullcontext()
             checked = pyro.validation_enabled(validate) if step == 0 else contextlib.nullcontext()
             with checked, weighted:
-                loss = loss_fn(prepare(x[idx]))
+                loss = loss_fn(prepare(x.index_select(0, idx)))  # faster than x[idx]: levers.py (0)
             optimizer.zero_grad(set_to_none=True)
             (loss * group.world_size if group.active else loss).backward()
             optimizer.step()
