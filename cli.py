@@ -32,6 +32,7 @@ from pyrovae.loggers import LOGGERS
 from pyrovae.model import MODELS
 from pyrovae.networks import NETWORKS
 from pyrovae.objectives import OBJECTIVES
+from pyrovae.optim import SCHEDULES
 from pyrovae.priors import PRIORS
 
 
@@ -219,6 +220,13 @@ def cli(imports: tuple[str, ...]) -> None:
 @click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs)
 @click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size)
 @click.option("--lr", type=PositiveFloat(), default=TrainConfig.lr, help="Adam's learning rate.")
+@click.option(
+    "--lr-schedule",
+    type=Registered(SCHEDULES),
+    default=TrainConfig.lr_schedule,
+    help="constant, or burda: the IWAE paper's 8 stages of 3^i epochs at lr * 10^(-i/7).",
+)
+@click.option("--adam-eps", type=PositiveFloat(), default=TrainConfig.adam_eps, help="Adam's epsilon.")
 @click.option("--z-dim", type=POSITIVE_INT, default=ModelConfig.z_dim, help="Latent dimensions.")
 @click.option(
     "--hidden-dims",
@@ -230,7 +238,8 @@ def cli(imports: tuple[str, ...]) -> None:
     "--arch",
     type=Registered(NETWORKS),
     default=ModelConfig.arch,
-    help="Hidden layers: mlp (linear + ReLU) or gated (gated dense, as the VampPrior paper).",
+    help="Hidden layers: mlp (linear + ReLU), gated (gated dense, as the VampPrior paper), conv, gated-conv "
+    "(the VampPrior paper's ConvHVAE), tanh (the IWAE paper's).",
 )
 @click.option(
     "--likelihood",

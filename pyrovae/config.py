@@ -133,6 +133,10 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
+    # The rate of each epoch: lr times a schedule's factor (see pyrovae.optim: constant, burda).
+    lr_schedule: str = "constant"
+    # Adam's epsilon (the IWAE paper's 1e-4; torch's 1e-8).
+    adam_eps: float = 1e-8
     # The objective (see pyrovae.objectives) and its particles z_1..z_K per image.
     elbo: str = "trace"
     num_particles: int = 1
@@ -180,6 +184,11 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
         _positive_number("lr", self.lr)
+        _positive_number("adam_eps", self.adam_eps)
+        from .optim import SCHEDULES
+
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         _seed(self.seed)
         _positive_int("num_particles", self.num_particles)
         _non_negative_int("warmup", self.warmup)

@@ -2,7 +2,9 @@
 
 The architecture is a registry of hidden layers (``fit --arch``): ``mlp``, linear layers and ReLU;
 ``gated``, the gated dense layers of the VampPrior paper; ``conv``, convolutions where a network reads
-or writes an image and linear + ReLU layers elsewhere. Every network maps ``(..., d_in)`` to
+or writes an image and linear + ReLU layers elsewhere; ``gated-conv``, the gated convolutions of the
+VampPrior paper's ConvHVAE where a network reads or writes an image, gated dense layers elsewhere;
+``tanh``, linear layers and tanh (the IWAE paper's). Every network maps ``(..., d_in)`` to
 ``(..., d_out)``, whatever the leading (particle, sample) dimensions; images are flat vectors between
 networks, and a convolutional network gives them their ``(C, H, W)`` shape inside itself.
 """
@@ -66,6 +68,15 @@ class MLP(Architecture):
     @staticmethod
     def hidden_layer(d_in, d_out):
         return [nn.Linear(d_in, d_out), nn.ReLU()]
+
+
+@register("tanh")
+class Tanh(Architecture):
+    """``tanh(W x + b)`` (Burda et al., 2015: the IWAE paper's 200-200 networks)."""
+
+    @staticmethod
+    def hidden_layer(d_in, d_out):
+        return [nn.Linear(d_in, d_out), nn.Tanh()]
 
 
 class GatedDense(nn.Module):
@@ -143,7 +154,7 @@ class Conv(MLP):
     def check(cls, image_shape):
         if any(side % 4 for side in image_shape[-2:]):
             raise ValueError(
-                f"--arch conv needs image sides divisible by 4, and these images are {image_shape}"
+                f"--arch {cls.name} needs image sides divisible by 4, and these images are {image_shape}"
             )
 
     @classmethod
@@ -161,6 +172,88 @@ class Conv(MLP):
         if image_shape is None:
             return cls.dense(sizes)
         return nn.Sequential(ConvWriter(sizes, image_shape))
+
+
+class GatedConv2d(nn.Module):
+    """``conv_h(x) * sigmoid(conv_g(x))``, two convolutions of the same shape (jmtomczak/vae_vampprior,
+    ``utils/nn.py``)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
+        super().__init__()
+        padding = kernel // 2
+        self.h = nn.Conv2d(c_in, c_out, kernel, stride, padding)
+        self.g = nn.Conv2d(c_in, c_out, kernel, stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+class GatedConvReader(nn.Module):
+    """An image ``(..., C*H*W) -> (..., width)``: the ConvHVAE's ``q(z2 | x)`` convolutions (7x7 to 32
+    channels, 3x3 stride 2, 5x5 to 64, 3x3 stride 2, 3x3 to 6: ``6 x H/4 x W/4`` features, 294 on 28 x 28
+    images), then a gated dense layer to ``width``."""
+
+    def __init__(self, image_shape: tuple[int, ...], width: int):
+        super().__init__()
+        self.shape = _chw(image_shape)
+        c, h, w = self.shape
+        self.convs = nn.Sequential(
+            GatedConv2d(c, 32, 7), GatedConv2d(32, 32, 3, 2), GatedConv2d(32, 64, 5),
+            GatedConv2d(64, 64, 3, 2), GatedConv2d(64, 6, 3), nn.Flatten(),
+        )  # fmt: skip
+        self.out = GatedDense(6 * (h // 4) * (w // 4), width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return self.out(self.convs(x.reshape(-1, *self.shape))).reshape(*lead, -1)  # (..., width)
+
+
+class GatedConvWriter(nn.Module):
+    """``(..., d_in) ->`` the parameters of each pixel, ``(..., P*C*H*W)``, as the ConvHVAE's ``p(x | z1,
+    z2)``: gated dense layers to one value per pixel, shaped as the image, four 3x3 gated convolutions
+    of 64 channels at full resolution, a 1x1 convolution to the ``P`` parameters of each channel."""
+
+    def __init__(self, sizes: Sequence[int], image_shape: tuple[int, ...]):
+        super().__init__()
+        c, h, w = self.shape = _chw(image_shape)
+        self.params = sizes[-1] // (c * h * w)  # parameters per pixel
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(sizes[:-1], [*sizes[1:-1], c * h * w], strict=True):
+            layers.append(GatedDense(d_in, d_out))
+        self.dense = nn.Sequential(*layers)
+        self.convs = nn.Sequential(
+            GatedConv2d(c, 64, 3), GatedConv2d(64, 64, 3), GatedConv2d(64, 64, 3), GatedConv2d(64, 64, 3),
+            nn.Conv2d(64, self.params * c, 1),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        out = self.convs(self.dense(z).reshape(-1, *self.shape))  # (B, P*C, H, W)
+        return out.reshape(*lead, -1)  # (..., P*C*H*W): channel p*C + c is parameter p of channel c
+
+
+@register("gated-conv")
+class GatedConv(Gated):
+    """The VampPrior paper's ConvHVAE networks: gated convolutions where a network reads or writes an
+    image (sides divisible by 4), gated dense layers elsewhere."""
+
+    check = classmethod(Conv.check.__func__)  # sides divisible by 4, named after this architecture
+
+    @classmethod
+    def reader(cls, d_in, width, image_shape=None):
+        return super().reader(d_in, width) if image_shape is None else GatedConvReader(image_shape, width)
+
+    @classmethod
+    def reading(cls, sizes, image_shape=None):
+        if image_shape is None:
+            return cls.dense(sizes)
+        return nn.Sequential(GatedConvReader(image_shape, sizes[1]), *cls.dense(sizes[1:]))
+
+    @classmethod
+    def writing(cls, sizes, image_shape=None):
+        if image_shape is None:
+            return cls.dense(sizes)
+        return nn.Sequential(GatedConvWriter(sizes, image_shape))
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:

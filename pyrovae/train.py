@@ -31,7 +31,7 @@ from .errors import UserError
 from .likelihoods import binarize
 from .model import VAE
 from .objectives import OBJECTIVES, KLWeight
-from .optim import Adam, Optimizer
+from .optim import SCHEDULES, Adam, Optimizer, set_lr
 from .runs import load_run
 
 
@@ -132,16 +132,16 @@ def train_epoch(
     return -total / seen
 
 
-def adam(params, lr: float) -> Optimizer:
+def adam(params, lr: float, eps: float = 1e-8) -> Optimizer:
     """Adam by torch's fused kernel (:class:`pyrovae.optim.Adam`) where this torch has one for the
     parameters' device and dtype; else ``torch.optim.Adam``, fused or not (the same update)."""
     params = list(params)
     for build in (Adam, functools.partial(torch.optim.Adam, fused=True)):
         try:
-            return build(params, lr=lr)
+            return build(params, lr=lr, eps=eps)
         except (RuntimeError, TypeError, AttributeError, NotImplementedError):
             pass
-    return torch.optim.Adam(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, eps=eps)
 
 
 @torch.no_grad()
@@ -267,7 +267,7 @@ class Trainer:
         self.loss_fn = elbo_loss(self.vae, config.elbo, config.num_particles)
         # Every figure is the same single-draw ELBO, whatever the objective trained: comparable.
         self.elbo_fn = elbo_loss(self.vae)
-        self.optimizer = adam(self.loss_fn.parameters(), config.lr)
+        self.optimizer = adam(self.loss_fn.parameters(), config.lr, config.adam_eps)
         represent = self.vae.model.p_x.data
         self.x_valid = fixed_representation(x_valid, represent).to(device)
         self.x_test = fixed_representation(self.data.x_test, represent)
@@ -314,6 +314,7 @@ class Trainer:
                 if runs.stopped_early(config, self.metrics):
                     log(f"stopped early: no better validation ELBO in {config.early_stopping} epochs")
                     break
+                set_lr(self.optimizer, config.lr * SCHEDULES[config.lr_schedule].factor(epoch))
                 row = self._epoch(epoch, kl_weights(config, epoch, steps_per_epoch))
                 self.metrics.append(row)
                 states = distributed.gather(self.group, _rng_state(device))

@@ -1,15 +1,18 @@
 """pyrovae.optim.Adam against torch.optim.Adam(fused=True): the same parameters bit for bit, state dicts
 that load into either, and no torch._dynamo at start-up."""
 
+import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from pyrovae.config import ModelConfig
 from pyrovae.model import VAE
-from pyrovae.optim import Adam
+from pyrovae.optim import SCHEDULES, Adam, Burda
 from pyrovae.train import adam, elbo_loss
+from tests.conftest import invoke
 
 
 def _losses(seed: int, steps: int):
@@ -100,3 +103,25 @@ def test_fitting_does_not_import_dynamo(tmp_path):
     assert done.stdout.strip() == "False"
     state = torch.load(tmp_path / "adam.pt", weights_only=True)
     assert state["state"][0]["step"].item() == 2
+
+
+def test_burda_schedule_is_the_iwae_papers():
+    # Stage i runs 3^i epochs at 10^(-i/7): its last epoch is 3^0 + ... + 3^i.
+    ends = [sum(3**j for j in range(i + 1)) for i in range(8)]
+    assert ends[-1] == 3280
+    for i, end in enumerate(ends):
+        assert Burda.stage(end) == i and Burda.stage(end + 1) == min(i + 1, 7)
+        assert Burda.factor(end) == pytest.approx(10 ** (-i / 7), rel=1e-12)
+    assert SCHEDULES["constant"].factor(5000) == 1.0 and Burda.stage(10**6) == 7
+
+
+def test_fit_sets_each_epochs_rate_and_adams_epsilon(tmp_path):
+    out = tmp_path / "run"
+    tiny = ["--dataset", "synthetic", "--batch-size", "50", "--z-dim", "2", "--hidden-dims", "8"]
+    schedule = ["--lr-schedule", "burda", "--adam-eps", "1e-4"]
+    result = invoke("fit", *tiny, "--epochs", "2", *schedule, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    group = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(1e-3 * 10 ** (-1 / 7), rel=1e-12) and group["eps"] == 1e-4
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr_schedule"] == "burda" and config["adam_eps"] == 1e-4
