@@ -8,6 +8,12 @@
 (3) pyrovae's epoch (``train_epoch``, what ``fit`` runs), timed, and its rate as a fraction of both.
 
     python benchmarks/roofline.py --data-dir ../shared/data --repeats 3
+
+With ``--recipe FILE``, (1) and (2) for a recipe's model, objective and batch instead (random binary
+images of its data set's 60,000 training images less its validation split), and the least time its
+epochs could take here: the FLOPs at the peak rate.
+
+    python benchmarks/roofline.py --recipe recipes/mnist-convhvae.toml
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import pyro
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pyrovae.config import ModelConfig, TrainConfig
+from pyrovae.config import ModelConfig, TrainConfig, read_config_file
 from pyrovae.data import load_dataset
 from pyrovae.likelihoods import binarize
 from pyrovae.model import VAE
@@ -49,12 +55,36 @@ def matmul_rate(m: int, k: int, n: int, repeats: int, inner: int) -> float:
     return 2 * m * k * n * inner / best_seconds(run, repeats)
 
 
+def recipe_bound(path: str, repeats: int) -> None:
+    values = read_config_file(path)
+    model = ModelConfig(**values.pop("model"))
+    config = TrainConfig(**values, model=model)
+    pyro.set_rng_seed(0)
+    loss_fn = elbo_loss(VAE(config.model), config.elbo, config.num_particles)
+    x = (torch.rand(config.batch_size, config.model.x_dim) < 0.5).float()
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(x).backward()
+    step_flops = counter.get_total_flops()
+    steps = math.ceil((60000 - config.validation) / config.batch_size)
+    peak = matmul_rate(4096, 4096, 4096, repeats, 1)
+    epoch = step_flops * steps / peak
+    print(
+        f"{path}: {step_flops / config.batch_size / 1e6:.1f} MFLOP an image (forward and backward, "
+        f"{config.elbo}, K = {config.num_particles}), {step_flops * steps / 1e12:.2f} TFLOP a training epoch "
+        f"of {steps} steps; at this machine's peak of {peak / 1e9:.1f} GFLOP/s at least {epoch:.1f} s an "
+        f"epoch, {epoch * config.epochs / 3600:.1f} h for its {config.epochs} epochs (validation not counted)"
+    )
+
+
 @click.command()
 @click.option("--dataset", default="fashionmnist")
 @click.option("--data-dir", default=None)
 @click.option("--repeats", type=click.IntRange(min=1), default=3)
-def main(dataset, data_dir, repeats):
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False), default=None)
+def main(dataset, data_dir, repeats, recipe):
     pyro.settings.set(module_local_params=True)
+    if recipe is not None:
+        return recipe_bound(recipe, repeats)
     data = load_dataset(dataset, data_dir)
     batch = TrainConfig.batch_size
     pyro.set_rng_seed(0)
