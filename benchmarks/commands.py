@@ -151,7 +151,7 @@ def peers_benchmark(folders: dict[str, Path], data_dir: str, repeats: int, epoch
 
 STARTUP = {
     "import torch": "import torch",
-    "import cli (torch, Pyro, click, matplotlib)": "import cli",
+    "import cli (torch, Pyro, click; matplotlib waits for a picture)": "import cli",
     "torch.optim.Adam(fused=True), one step": "torch.optim.Adam(p, lr=1e-3, fused=True)",
     "pyrovae.optim.Adam, one step": "pyrovae.optim.Adam(p, lr=1e-3)",
 }
