@@ -145,10 +145,12 @@ class ConvWriter(nn.Module):
         return out.reshape(*lead, -1)  # (..., P*C*H*W): channel p*C + c is parameter p of channel c
 
 
-@register("conv")
-class Conv(MLP):
-    """Convolutions where a network reads or writes an image (sides divisible by 4: 28 x 28 grey,
-    32 x 32 colour), linear + ReLU layers elsewhere."""
+class ImageArchitecture(Architecture):
+    """Convolutions (``Reader``, ``Writer``) where a network reads or writes an image, whose sides must
+    be divisible by 4; the ``hidden_layer`` of the architecture it is mixed with elsewhere."""
+
+    Reader: type[nn.Module]
+    Writer: type[nn.Module]
 
     @classmethod
     def check(cls, image_shape):
@@ -159,19 +161,27 @@ class Conv(MLP):
 
     @classmethod
     def reader(cls, d_in, width, image_shape=None):
-        return super().reader(d_in, width) if image_shape is None else ConvReader(image_shape, width)
+        return super().reader(d_in, width) if image_shape is None else cls.Reader(image_shape, width)
 
     @classmethod
     def reading(cls, sizes, image_shape=None):
         if image_shape is None:
             return cls.dense(sizes)
-        return nn.Sequential(ConvReader(image_shape, sizes[1]), *cls.dense(sizes[1:]))
+        return nn.Sequential(cls.Reader(image_shape, sizes[1]), *cls.dense(sizes[1:]))
 
     @classmethod
     def writing(cls, sizes, image_shape=None):
         if image_shape is None:
             return cls.dense(sizes)
-        return nn.Sequential(ConvWriter(sizes, image_shape))
+        return nn.Sequential(cls.Writer(sizes, image_shape))
+
+
+@register("conv")
+class Conv(ImageArchitecture, MLP):
+    """Convolutions where a network reads or writes an image (28 x 28 grey, 32 x 32 colour), linear +
+    ReLU layers elsewhere."""
+
+    Reader, Writer = ConvReader, ConvWriter
 
 
 class GatedConv2d(nn.Module):
@@ -233,27 +243,11 @@ class GatedConvWriter(nn.Module):
 
 
 @register("gated-conv")
-class GatedConv(Gated):
+class GatedConv(ImageArchitecture, Gated):
     """The VampPrior paper's ConvHVAE networks: gated convolutions where a network reads or writes an
-    image (sides divisible by 4), gated dense layers elsewhere."""
+    image, gated dense layers elsewhere."""
 
-    check = classmethod(Conv.check.__func__)  # sides divisible by 4, named after this architecture
-
-    @classmethod
-    def reader(cls, d_in, width, image_shape=None):
-        return super().reader(d_in, width) if image_shape is None else GatedConvReader(image_shape, width)
-
-    @classmethod
-    def reading(cls, sizes, image_shape=None):
-        if image_shape is None:
-            return cls.dense(sizes)
-        return nn.Sequential(GatedConvReader(image_shape, sizes[1]), *cls.dense(sizes[1:]))
-
-    @classmethod
-    def writing(cls, sizes, image_shape=None):
-        if image_shape is None:
-            return cls.dense(sizes)
-        return nn.Sequential(GatedConvWriter(sizes, image_shape))
+    Reader, Writer = GatedConvReader, GatedConvWriter
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:

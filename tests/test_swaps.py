@@ -37,9 +37,13 @@ def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, 
             ModelConfig(**options)
         return
     config = ModelConfig(**options)
-    vae = VAE(config)
-    x_uint8 = X_UINT8 if len(image_shape) == 2 else X_UINT8[:, : config.x_dim]
-    x = vae.model.p_x.data(x_uint8)
+    _step_then_log_px(VAE(config), k, num_samples=8)
+
+
+def _step_then_log_px(vae: VAE, k: int, num_samples: int) -> None:
+    """One SVI step (IWAE for K > 1) moves every parameter, the prior's and the likelihood's included;
+    then a finite log p(x) above the ELBO for each of the six images."""
+    x = vae.model.p_x.data(X_UINT8[:, : vae.config.x_dim])
     loss_fn = elbo_loss(vae, "iwae" if k > 1 else "trace", num_particles=k)
     optimizer = adam(loss_fn.parameters(), 1e-2)
     before = {n: p.detach().clone() for n, p in vae.named_parameters()}
@@ -48,10 +52,9 @@ def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, 
     loss.backward()
     optimizer.step()
     assert loss.isfinite()
-    # Every parameter, the prior's and the likelihood's included, is trained by the same step.
     moved = {n for n, p in vae.named_parameters() if not torch.equal(p, before[n])}
     assert moved == set(before), set(before) - moved
-    estimate = importance_estimate(vae.model, vae.guide, x, num_samples=8)
+    estimate = importance_estimate(vae.model, vae.guide, x, num_samples=num_samples)
     assert estimate.log_px.shape == (6,) and estimate.log_px.isfinite().all()
     assert (estimate.log_px >= estimate.elbo - 1e-3).all()
 
@@ -64,19 +67,7 @@ def test_gated_convolutions_take_an_svi_step_and_give_log_px(family, likelihood,
     """The ConvHVAE's networks (their full-resolution convolutions are too slow for every pair above)."""
     config = ModelConfig(z_dim=3, hidden_dims=(16,), arch="gated-conv", family=family, likelihood=likelihood,
                          image_shape=image_shape)  # fmt: skip
-    vae = VAE(config)
-    x = vae.model.p_x.data(X_UINT8[:, : config.x_dim])
-    loss_fn = elbo_loss(vae, "iwae", num_particles=2)
-    optimizer = adam(loss_fn.parameters(), 1e-2)
-    before = {n: p.detach().clone() for n, p in vae.named_parameters()}
-    loss = loss_fn(x)
-    loss.backward()
-    optimizer.step()
-    assert loss.isfinite()
-    moved = {n for n, p in vae.named_parameters() if not torch.equal(p, before[n])}
-    assert moved == set(before), set(before) - moved
-    estimate = importance_estimate(vae.model, vae.guide, x, num_samples=4)
-    assert estimate.log_px.isfinite().all() and (estimate.log_px >= estimate.elbo - 1e-3).all()
+    _step_then_log_px(VAE(config), k=2, num_samples=4)
 
 
 def test_likelihood_representations():
