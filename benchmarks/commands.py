@@ -19,7 +19,8 @@
     its ``PYTHONPATH``), and asserts Pyro 1.9.1, which ``-O`` skips.
 
 (3) ``startup``: what a command pays before its first step, each in a fresh process: importing torch,
-    importing pyrovae's CLI (torch, Pyro, click, matplotlib), and building Adam and taking one step,
+    importing pyrovae's CLI (torch, Pyro, click; matplotlib waits for the first picture), and building Adam
+    and taking one step,
     ``torch.optim.Adam(fused=True)`` (which imports ``torch._dynamo``) against ``pyrovae.optim.Adam``.
 
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2

@@ -1,8 +1,8 @@
 """Adam by torch's fused kernel, without ``torch.optim``'s start-up cost; learning-rate schedules.
 
 Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (its methods are wrapped to keep the
-compiler out), about 1.2 s of every ``fit``'s start-up on this project's CPU (``python -X importtime``
-shows it; ``benchmarks/commands.py`` times whole commands). :class:`Adam` calls the kernel that
+compiler out), 1.1-1.6 s of every ``fit``'s start-up on this project's CPU (``python
+benchmarks/commands.py --only startup``). :class:`Adam` calls the kernel that
 ``torch.optim.Adam(fused=True)`` calls and keeps the same state under the same names, so its updates
 are the same bit for bit and its ``state_dict`` loads into either class (``tests/test_optim.py``).
 """
