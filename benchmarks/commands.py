@@ -21,7 +21,10 @@
 (3) ``startup``: what a command pays before its first step, each in a fresh process: importing torch,
     importing pyrovae's CLI (torch, Pyro, click; matplotlib waits for the first picture), and building Adam
     and taking one step,
-    ``torch.optim.Adam(fused=True)`` (which imports ``torch._dynamo``) against ``pyrovae.optim.Adam``.
+    ``torch.optim.Adam(fused=True)`` (which imports ``torch._dynamo``) against ``pyrovae.optim.Adam``;
+    and at the other end, the exit (from the last statement to the process's end, timed by the parent)
+    after importing the CLI, with and without ``gc.freeze()`` (which ``cli.py`` calls): the difference
+    is the interpreter's last collection over the objects the imports made.
 
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2 --only peers \\
@@ -156,6 +159,12 @@ STARTUP = {
     "torch.optim.Adam(fused=True), one step": "torch.optim.Adam(p, lr=1e-3, fused=True)",
     "pyrovae.optim.Adam, one step": "pyrovae.optim.Adam(p, lr=1e-3)",
 }
+# The exit (from the last statement to the process's end, timed by the parent): the interpreter's last
+# collection over what the imports made, and cli.py's way out of it.
+EXITS = {
+    "exit after `import cli`": "import cli",
+    "exit after `import cli; gc.freeze()` (as cli.py runs)": "import gc, cli; gc.freeze()",
+}
 
 
 def startup_benchmark(repeats: int) -> None:
@@ -172,6 +181,10 @@ def startup_benchmark(repeats: int) -> None:
                     "print(time.perf_counter() - t)"
                 )
             times[name].append(float(run([sys.executable, "-c", code], ROOT, environment())[1]))
+        for name, statement in EXITS.items():
+            code = f"{statement}; import time; print(time.time())"
+            _, stdout = run([sys.executable, "-c", code], ROOT, environment())
+            times.setdefault(name, []).append(time.time() - float(stdout))
     print(f"(3) start-up, seconds in fresh processes, {repeats} alternated rounds:")
     print("| part | seconds |")
     print("| --- | --- |")

@@ -13,9 +13,37 @@ import torch
 import torch.nn.functional as F
 
 
+class _BernoulliLogProb(torch.autograd.Function):
+    """``sum_d [x_d l_d - softplus(l_d)]`` over the last dimension, one autograd node, ``x`` held fixed.
+
+    softplus(l) = max(l, 0) - log sigmoid(|l|), through torch's sigmoid and log, which are vectorized
+    on the CPU; its log1p, inside log_sigmoid and so inside ``binary_cross_entropy_with_logits``, is not:
+    the fused binary cross-entropy took 0.60 ms forward on a 128 x 784 batch, this takes 0.20
+    (``benchmarks/levers.py``, part 2). Rounding sigmoid(|l|) costs at most 2^-24 nats a pixel, as much
+    as the binary cross-entropy's own rounding. The gradient ``(x - sigmoid(l)) g`` is the binary
+    cross-entropy's, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, value)
+        log_sigmoid_abs = torch.sigmoid(logits.abs()).log_()  # -log(1 + e^-|l|)
+        return torch.addcmul(log_sigmoid_abs, logits, value).sub_(logits.clamp(min=0)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        logits, value = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        grad_logits = (value - torch.sigmoid(logits)).mul_(grad.unsqueeze(-1))
+        return grad_logits.sum_to_size(logits.shape), None
+
+
 def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    logits, value = torch.broadcast_tensors(logits, value)  # views, no copies
-    return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+    if value.requires_grad:  # a relaxed or learned target: torch's own, which differentiates in both
+        logits, value = torch.broadcast_tensors(logits, value)  # views, no copies
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
+    return _BernoulliLogProb.apply(logits, value)
 
 
 def _fused_bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -66,12 +94,12 @@ def _log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 class BernoulliImage(dist.Independent):
     """Independent Bernoulli pixels: ``Bernoulli(logits=logits).to_event(1)``, same support and samples.
 
-    Only ``log_prob`` differs: ``sum_d [x_d logits_d - softplus(logits_d)]`` by torch's fused binary
-    cross-entropy, with ``value`` broadcast as a view against particle dimensions, or, inside
+    Only ``log_prob`` differs: ``sum_d [x_d logits_d - softplus(logits_d)]`` as one autograd node
+    (:class:`_BernoulliLogProb`), with ``value`` broadcast against particle dimensions, or, inside
     :func:`compiled_log_prob`, by one kernel fused by ``torch.compile``, for the millions of importance
-    samples of an evaluation. (Binary cross-entropy replaced a dot product and ``logaddexp`` here,
-    which took 15-35% longer forward and backward on a training batch on this project's CPU, torch 2.14:
-    ``benchmarks/levers.py``.)
+    samples of an evaluation. (It replaced torch's fused binary cross-entropy, which had replaced a dot
+    product and ``logaddexp``: each took longer forward and backward on a training batch on this
+    project's CPU, torch 2.14: ``benchmarks/levers.py``, part 2.)
     """
 
     def __init__(self, logits: torch.Tensor, validate_args: bool | None = None):
