@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.distributions import BernoulliImage
+from pyrovae.distributions import BernoulliImage, broadcast_shape
 
 
 def test_bernoulli_image_is_bernoulli_to_event():
@@ -80,3 +80,18 @@ def test_a_target_that_requires_grad_gets_its_gradient():
     log_p = BernoulliImage(logits=logits, validate_args=False).log_prob(x)  # grey targets
     (g_ours,) = torch.autograd.grad(log_p.sum(), x)
     torch.testing.assert_close(g_ours, logits)  # d/dx [x l - softplus(l)] = l
+
+
+@pytest.mark.parametrize(
+    "a, b", [((3, 1), (4,)), ((), (2, 3)), ((5, 1, 2), (7, 1)), ((2, 3), (2, 3)), ((1,), ())]
+)
+def test_broadcast_shape_is_torchs(a, b):
+    assert broadcast_shape(a, b) == torch.broadcast_shapes(a, b)
+    assert broadcast_shape(b, a) == torch.broadcast_shapes(b, a)
+
+
+def test_broadcast_shape_refuses_what_torch_refuses():
+    with pytest.raises(RuntimeError):
+        torch.broadcast_shapes((2, 3), (4, 3))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        broadcast_shape((2, 3), (4, 3))
