@@ -18,13 +18,14 @@
     with ``-visdom``), plots with pandas and seaborn (``--peer-path`` adds a folder that holds them to
     its ``PYTHONPATH``), and asserts Pyro 1.9.1, which ``-O`` skips.
 
-(3) ``startup``: what a command pays before its first step, each in a fresh process: importing torch,
-    importing pyrovae's CLI (torch, Pyro, click; matplotlib waits for the first picture), and building Adam
-    and taking one step,
-    ``torch.optim.Adam(fused=True)`` (which imports ``torch._dynamo``) against ``pyrovae.optim.Adam``;
-    and at the other end, the exit (from the last statement to the process's end, timed by the parent)
-    after importing the CLI, with and without ``gc.freeze()`` (which ``cli.py`` calls): the difference
-    is the interpreter's last collection over the objects the imports made.
+(3) ``startup``: what a command pays before its first step and after its last, each in a fresh
+    process: importing torch; importing pyrovae's CLI (torch, Pyro, click; matplotlib waits for the
+    first picture); building Adam and taking one step, ``torch.optim.Adam(fused=True)`` (which imports
+    ``torch._dynamo``) against ``pyrovae.optim.Adam``; the first call of ``torch.broadcast_shapes``
+    (which imports sympy, and which pyrovae's step no longer makes) and the default model's first
+    training step, validated as ``fit``'s is; and the exit (from the last statement to the process's
+    end, timed by the parent) after importing the CLI, with and without ``gc.freeze()`` (which
+    ``cli.py`` calls): the difference is the interpreter's last collection over what the imports made.
 
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2
     python benchmarks/commands.py --data-dir ../shared/data --repeats 2 --only peers \\
@@ -153,11 +154,32 @@ def peers_benchmark(folders: dict[str, Path], data_dir: str, repeats: int, epoch
         print(row, flush=True)
 
 
+_ADAM = "import torch, pyrovae.optim; p = [torch.nn.Parameter(torch.ones(8))]"
+_STEP = (
+    "import torch, pyro; from pyrovae.config import ModelConfig; from pyrovae.model import VAE; "
+    "from pyrovae.train import adam, elbo_loss; loss_fn = elbo_loss(VAE(ModelConfig())); "
+    "o = adam(loss_fn.parameters(), 1e-3); x = (torch.rand(128, 784) < 0.3).float()"
+)
+# name: (set-up, the timed statements), each in a fresh process
 STARTUP = {
-    "import torch": "import torch",
-    "import cli (torch, Pyro, click; matplotlib waits for a picture)": "import cli",
-    "torch.optim.Adam(fused=True), one step": "torch.optim.Adam(p, lr=1e-3, fused=True)",
-    "pyrovae.optim.Adam, one step": "pyrovae.optim.Adam(p, lr=1e-3)",
+    "import torch": ("", "import torch"),
+    "import cli (torch, Pyro, click; matplotlib waits for a picture)": ("", "import cli"),
+    "torch.optim.Adam(fused=True), one step": (
+        _ADAM,
+        "o = torch.optim.Adam(p, lr=1e-3, fused=True); p[0].grad = torch.ones(8); o.step()",
+    ),
+    "pyrovae.optim.Adam, one step": (
+        _ADAM,
+        "o = pyrovae.optim.Adam(p, lr=1e-3); p[0].grad = torch.ones(8); o.step()",
+    ),
+    "first call of torch.broadcast_shapes (it imports sympy)": (
+        "import torch",
+        "torch.broadcast_shapes((2, 1), (3,))",
+    ),
+    "the default model's first training step, validated, as fit's": (
+        _STEP,
+        "with pyro.validation_enabled(True): loss_fn(x).backward(); o.step()",
+    ),
 }
 # The exit (from the last statement to the process's end, timed by the parent): the interpreter's last
 # collection over what the imports made, and cli.py's way out of it.
@@ -171,15 +193,10 @@ def startup_benchmark(repeats: int) -> None:
     """Seconds of each part of STARTUP, in fresh processes, the parts alternated in each round."""
     times: dict[str, list[float]] = {name: [] for name in STARTUP}
     for _ in range(repeats):
-        for name, statement in STARTUP.items():
-            if statement.startswith("import"):
-                code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
-            else:
-                code = (
-                    "import time, torch, pyrovae.optim; p = [torch.nn.Parameter(torch.ones(8))]; "
-                    f"t = time.perf_counter(); o = {statement}; p[0].grad = torch.ones(8); o.step(); "
-                    "print(time.perf_counter() - t)"
-                )
+        for name, (setup, statement) in STARTUP.items():
+            code = (
+                f"import time\n{setup}\nt = time.perf_counter()\n{statement}\nprint(time.perf_counter() - t)"
+            )
             times[name].append(float(run([sys.executable, "-c", code], ROOT, environment())[1]))
         for name, statement in EXITS.items():
             code = f"{statement}; import time; print(time.time())"
