@@ -19,8 +19,8 @@
     its ``PYTHONPATH``), and asserts Pyro 1.9.1, which ``-O`` skips.
 
 (3) ``startup``: what a command pays before its first step and after its last, each in a fresh
-    process: importing torch; importing pyrovae's CLI (torch, Pyro, click; matplotlib waits for the
-    first picture); building Adam and taking one step, ``torch.optim.Adam(fused=True)`` (which imports
+    process: importing torch; importing pyrovae's CLI (torch, Pyro, click; matplotlib only for a
+    latent scatter); building Adam and taking one step, ``torch.optim.Adam(fused=True)`` (which imports
     ``torch._dynamo``) against ``pyrovae.optim.Adam``; the first call of ``torch.broadcast_shapes``
     (which imports sympy, and which pyrovae's step no longer makes) and the default model's first
     training step, validated as ``fit``'s is; and the exit (from the last statement to the process's
@@ -163,7 +163,7 @@ _STEP = (
 # name: (set-up, the timed statements), each in a fresh process
 STARTUP = {
     "import torch": ("", "import torch"),
-    "import cli (torch, Pyro, click; matplotlib waits for a picture)": ("", "import cli"),
+    "import cli (torch, Pyro, click)": ("", "import cli"),
     "torch.optim.Adam(fused=True), one step": (
         _ADAM,
         "o = torch.optim.Adam(p, lr=1e-3, fused=True); p[0].grad = torch.ones(8); o.step()",

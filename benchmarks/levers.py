@@ -6,7 +6,8 @@
 (pyrovae's);
 (1) binarizing a batch of 128 x 784 uint8 pixels: ``torch.bernoulli`` against ``u < p`` (``u`` uniform on
 [0, 1), the first rounds') and ``r < x`` (``r`` uniform on the integers 0..254, pyrovae's now);
-(2) the Bernoulli log-density of a batch, forward alone and forward and backward, at K = 1 and 5
+(2) torch's element-wise ``log1p``, ``log_sigmoid``, ``sigmoid`` and ``log`` on a batch of 128 x 784 values;
+the Bernoulli log-density of a batch, forward alone and forward and backward, at K = 1 and 5
 particles: a dot product with ``logaddexp`` (the first round's), torch's fused binary cross-entropy (the
 second's) and one autograd node through sigmoid and log (pyrovae's now);
 (3) the evaluation's score of 500 particles x 100 images x 784 pixels (no gradient): torch's binary
@@ -45,6 +46,9 @@ def main() -> None:
     integer = per_call_ms(lambda: (torch.empty_like(pixels).random_(0, 255) < pixels).float())
     print(f"  binarize 128 x 784: bernoulli {bernoulli:.3f}, u < p {threshold:.3f}, r < x {integer:.3f}")
     x = torch.bernoulli(torch.full((128, 784), 0.3))
+    u = torch.rand(128, 784) + 0.5
+    elementwise = {name: per_call_ms(lambda f=f: f(u)) for name, f in ELEMENTWISE.items()}
+    print("  element-wise on 128 x 784: " + ", ".join(f"{n} {t:.3f}" for n, t in elementwise.items()))
     densities = {"dot + logaddexp": dot_logaddexp, "fused BCE": fused_bce, "pyrovae's node": pyrovae_node}
     for k in (1, 5):
         logits = torch.randn(k, 128, 784, requires_grad=True)
@@ -63,6 +67,10 @@ def main() -> None:
         }
         times = {name: per_call_ms(lambda f=f: f(logits, x), 10) for name, f in scores.items()}
     print("  score of 500 x 100 x 784 logits: " + ", ".join(f"{n} {t:.1f}" for n, t in times.items()))
+
+
+# log1p (inside log_sigmoid, softplus and so the fused binary cross-entropy) against what pyrovae uses.
+ELEMENTWISE = {"log1p": torch.log1p, "log_sigmoid": F.logsigmoid, "sigmoid": torch.sigmoid, "log": torch.log}
 
 
 def dot_logaddexp(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
