@@ -83,8 +83,8 @@ def _save_panels(panels: list[tuple[torch.Tensor, str]], path: Path, tile: int) 
         max(im.width, math.ceil(measure.textlength(t, font=font)))
         for im, (_, t) in zip(images, panels, strict=True)
     ]
-    canvas = Image.new("RGB", (sum(widths) + pad * (len(images) + 1), max(im.height for im in images)
-                               + title_height + 2 * pad), "white")  # fmt: skip
+    size = (sum(widths) + pad * (len(images) + 1), max(im.height for im in images) + title_height + 2 * pad)
+    canvas = Image.new("RGB", size, "white")
     draw, x = ImageDraw.Draw(canvas), pad
     for im, (_, title), width in zip(images, panels, widths, strict=True):
         draw.text((x + (width - draw.textlength(title, font=font)) / 2, pad), title, fill="black", font=font)
@@ -155,8 +155,9 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
     def at(epoch: float, value: float) -> tuple[float, float]:
-        return (left + (epoch - x0) / (x1 - x0) * (width - left - right),
-                height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom))  # fmt: skip
+        """Pixel coordinates of a point of the plot."""
+        x = left + (epoch - x0) / (x1 - x0) * (width - left - right)
+        return x, height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom)
 
     canvas = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(canvas), _font(13)
