@@ -533,6 +533,6 @@ def compare(run_dirs: tuple[str, ...], markdown: bool) -> None:
 if __name__ == "__main__":
     # What the imports made (torch's ~200,000 objects) lives as long as the process: out of the cyclic
     # collector's sight, it costs nothing in the collections a command makes nor in the interpreter's
-    # last one at exit, 0.6-0.9 s (benchmarks/commands.py --only startup).
+    # last one at exit, 0.5-0.9 s (benchmarks/commands.py --only startup).
     gc.freeze()
     cli()

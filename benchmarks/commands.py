@@ -190,8 +190,8 @@ EXITS = {
 
 
 def startup_benchmark(repeats: int) -> None:
-    """Seconds of each part of STARTUP, in fresh processes, the parts alternated in each round."""
-    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+    """Seconds of each part of STARTUP and EXITS, in fresh processes, the parts alternated in each round."""
+    times: dict[str, list[float]] = {name: [] for name in [*STARTUP, *EXITS]}
     for _ in range(repeats):
         for name, (setup, statement) in STARTUP.items():
             code = (
@@ -201,7 +201,7 @@ def startup_benchmark(repeats: int) -> None:
         for name, statement in EXITS.items():
             code = f"{statement}; import time; print(time.time())"
             _, stdout = run([sys.executable, "-c", code], ROOT, environment())
-            times.setdefault(name, []).append(time.time() - float(stdout))
+            times[name].append(time.time() - float(stdout))
     print(f"(3) start-up, seconds in fresh processes, {repeats} alternated rounds:")
     print("| part | seconds |")
     print("| --- | --- |")

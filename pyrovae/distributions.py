@@ -6,11 +6,12 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions.util import broadcast_shape
 
 
 class _BernoulliLogProb(torch.autograd.Function):
@@ -18,10 +19,10 @@ class _BernoulliLogProb(torch.autograd.Function):
 
     softplus(l) = max(l, 0) - log sigmoid(|l|), through torch's sigmoid and log, which are vectorized
     on the CPU; its log1p, inside log_sigmoid and so inside ``binary_cross_entropy_with_logits``, is not:
-    the fused binary cross-entropy took 0.60 ms forward on a 128 x 784 batch, this takes 0.20
-    (``benchmarks/levers.py``, part 2). Rounding sigmoid(|l|) costs at most 2^-24 nats a pixel, as much
-    as the binary cross-entropy's own rounding. The gradient ``(x - sigmoid(l)) g`` is the binary
-    cross-entropy's, bit for bit.
+    the fused binary cross-entropy took 0.55-0.59 ms forward on a 128 x 784 batch, this takes 0.18-0.29
+    (``benchmarks/levers.py``, part 2, four runs). Rounding sigmoid(|l|) costs at most 2^-24 nats a
+    pixel, as much as the binary cross-entropy's own rounding. The gradient ``(x - sigmoid(l)) g`` is
+    the binary cross-entropy's, bit for bit.
     """
 
     @staticmethod
@@ -31,10 +32,8 @@ class _BernoulliLogProb(torch.autograd.Function):
         return torch.addcmul(log_sigmoid_abs, logits, value).sub_(logits.clamp(min=0)).sum(-1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
-        logits, value = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, value = ctx.saved_tensors  # value never requires grad here (see _bernoulli_log_prob)
         grad_logits = (value - torch.sigmoid(logits)).mul_(grad.unsqueeze(-1))
         return grad_logits.sum_to_size(logits.shape), None
 
@@ -129,18 +128,10 @@ class UnitNormal(dist.Normal):
         if self._validate_args:
             self._validate_sample(value)
         log_p = -(value**2) / 2 - math.log(math.sqrt(2 * math.pi))
+        # Pyro's broadcast_shape, not torch.broadcast_shapes: torch's imports sympy on its first call in
+        # a process, 0.3-0.4 s of every command's first step (benchmarks/commands.py --only startup).
         shape = broadcast_shape(log_p.shape, self.batch_shape)
         return log_p if shape == log_p.shape else log_p.expand(shape)
-
-
-def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> torch.Size:
-    """``torch.broadcast_shapes(a, b)``, which imports sympy on its first call in a process (for
-    symbolic shapes): 0.5-0.7 s of every command's first step on this project's CPU."""
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
-    if any(i != j and 1 not in (i, j) for i, j in zip(a, b, strict=True)):
-        raise ValueError(f"shapes {a} and {b} do not broadcast")
-    return torch.Size(j if i == 1 else i for i, j in zip(a, b, strict=True))
 
 
 def _log_sub_exp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,7 @@ def _pixels(grid: torch.Tensor) -> Image.Image:
     """A grid in [0, 1], (H, W) grey or (H, W, 3) RGB, as an 8-bit image."""
     from PIL import Image
 
-    values = (grid.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    values = (grid.clamp(0, 1) * 255).round().to(torch.uint8)  # image_grid's grids: float, on the CPU
     return Image.fromarray(values.numpy(), mode="L" if values.dim() == 2 else "RGB")
 
 
@@ -78,16 +78,12 @@ def _save_panels(panels: list[tuple[torch.Tensor, str]], path: Path, tile: int) 
     font, pad, title_height = _font(14), 12, 26
     images = [_pixels(grid) for grid, _ in panels]
     images = [im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST) for im in images]
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    widths = [
-        max(im.width, math.ceil(measure.textlength(t, font=font)))
-        for im, (_, t) in zip(images, panels, strict=True)
-    ]
+    widths = [max(im.width, math.ceil(font.getlength(t))) for im, (_, t) in zip(images, panels, strict=True)]
     size = (sum(widths) + pad * (len(images) + 1), max(im.height for im in images) + title_height + 2 * pad)
     canvas = Image.new("RGB", size, "white")
     draw, x = ImageDraw.Draw(canvas), pad
     for im, (_, title), width in zip(images, panels, widths, strict=True):
-        draw.text((x + (width - draw.textlength(title, font=font)) / 2, pad), title, fill="black", font=font)
+        draw.text((x + (width - font.getlength(title)) / 2, pad), title, fill="black", font=font)
         canvas.paste(im.convert("RGB"), (x + (width - im.width) // 2, pad + title_height))
         x += width + pad
     atomic_write(path, lambda f: canvas.save(f, format="PNG"))
@@ -151,8 +147,8 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
     )
     xs = [x for x in xs if x == int(x)] or [min(epochs)]  # epochs are whole
     width, height, left, right, top, bottom = 640, 420, 78, 20, 16, 56
-    x0, x1, y0, y1 = min(xs[0], min(epochs)), max(xs[-1], max(epochs)), ys[0], ys[-1]
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    x0, x1, y0, y1 = min(xs[0], min(epochs)), max(xs[-1], max(epochs)), ys[0], ys[-1]  # y1 > y0 always
+    x1 = x1 if x1 > x0 else x0 + 1  # a single epoch
 
     def at(epoch: float, value: float) -> tuple[float, float]:
         """Pixel coordinates of a point of the plot."""
@@ -161,11 +157,10 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
 
     canvas = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(canvas), _font(13)
-    for value in ys:
+    for value in ys:  # nice_ticks gives at least two
         _, y = at(x0, value)
         draw.line([(left, y), (width - right, y)], fill=GRID_GREY)
-        label = _tick_label(value, ys[1] - ys[0] if len(ys) > 1 else 1.0)
-        draw.text((left - 6, y), label, fill="black", font=font, anchor="rm")
+        draw.text((left - 6, y), _tick_label(value, ys[1] - ys[0]), fill="black", font=font, anchor="rm")
     for epoch in xs:
         x, _ = at(epoch, y0)
         draw.line([(x, top), (x, height - bottom)], fill=GRID_GREY)

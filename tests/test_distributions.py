@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae.distributions import BernoulliImage, broadcast_shape
+from pyrovae.distributions import BernoulliImage, UnitNormal
 
 
 def test_bernoulli_image_is_bernoulli_to_event():
@@ -82,16 +82,19 @@ def test_a_target_that_requires_grad_gets_its_gradient():
     torch.testing.assert_close(g_ours, logits)  # d/dx [x l - softplus(l)] = l
 
 
-@pytest.mark.parametrize(
-    "a, b", [((3, 1), (4,)), ((), (2, 3)), ((5, 1, 2), (7, 1)), ((2, 3), (2, 3)), ((1,), ())]
-)
-def test_broadcast_shape_is_torchs(a, b):
-    assert broadcast_shape(a, b) == torch.broadcast_shapes(a, b)
-    assert broadcast_shape(b, a) == torch.broadcast_shapes(b, a)
+@pytest.mark.parametrize("value_shape, batch_shape", [((4, 3), (3,)), ((3,), (2, 3)), ((5, 1, 3), (7, 3))])
+def test_unit_normal_broadcasts_as_torchs_normal(value_shape, batch_shape):
+    value = torch.randn(value_shape, generator=torch.Generator().manual_seed(4))
+    ours = UnitNormal(torch.zeros(batch_shape), torch.ones(batch_shape)).log_prob(value)
+    reference = torch.distributions.Normal(torch.zeros(batch_shape), torch.ones(batch_shape)).log_prob(value)
+    assert ours.shape == reference.shape == torch.broadcast_shapes(value_shape, batch_shape)
+    assert torch.equal(ours, reference)
 
 
-def test_broadcast_shape_refuses_what_torch_refuses():
+def test_unit_normal_refuses_what_torch_refuses():
+    # Without validation, which would refuse the value before either computes.
+    loc, scale, value = torch.zeros(4, 3), torch.ones(4, 3), torch.zeros(2, 3)
     with pytest.raises(RuntimeError):
-        torch.broadcast_shapes((2, 3), (4, 3))
-    with pytest.raises(ValueError, match="do not broadcast"):
-        broadcast_shape((2, 3), (4, 3))
+        torch.distributions.Normal(loc, scale, validate_args=False).log_prob(value)
+    with pytest.raises(ValueError, match="cannot be broadcast"):
+        UnitNormal(loc, scale, validate_args=False).log_prob(value)
