@@ -12,17 +12,28 @@ particles: a dot product with ``logaddexp`` (the first round's), torch's fused b
 second's) and one autograd node through sigmoid and log (pyrovae's now);
 (3) the evaluation's score of 500 particles x 100 images x 784 pixels (no gradient): torch's binary
 cross-entropy, eager, against kernels fused by ``torch.compile`` with softplus through ``logaddexp``
-(before) and through ``log(1 + e^-|l|)`` (pyrovae's ``compiled_log_prob`` now).
+(before) and through ``log(1 + e^-|l|)`` (pyrovae's ``compiled_log_prob`` now);
+(4) the mixture priors' log p(z) (the VampPrior's 500 components, z = 40): torch's ``exp`` on 100 x 500
+values near 0 and near -90 (below float32's normal range, where the CPU leaves its vectorized exp), then
+Pyro's ``MixtureSameFamily`` of diagonal Normals against pyrovae's ``DiagonalNormalMixture``, forward and
+backward on a training step's 100 draws, and forward alone on 5,000 draws (an evaluation chunk is 50,000:
+MixtureSameFamily's (draws, K, D) tensors would be 4 GB each there), and whole training steps of the
+VampPrior recipe's model (gated 2 x 300, batch 100) with each, alternated.
+
+    python benchmarks/levers.py --parts 4      # some parts (parts 0 and 1 run together)
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import time
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from pyrovae.distributions import BernoulliImage, _fused_bernoulli_log_prob
+from pyrovae.distributions import BernoulliImage, DiagonalNormalMixture, _fused_bernoulli_log_prob
 
 
 def per_call_ms(fn, repeats: int = 300) -> float:
@@ -34,9 +45,21 @@ def per_call_ms(fn, repeats: int = 300) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", type=int, nargs="+", choices=range(5), default=list(range(5)))
+    parts = set(parser.parse_args().parts)
     torch.manual_seed(0)
-    pixels = torch.randint(0, 256, (128, 784), dtype=torch.uint8)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; milliseconds per call")
+    if parts & {0, 1}:
+        batches()
+    if parts & {2, 3}:
+        bernoulli_densities(parts)
+    if 4 in parts:
+        mixtures()
+
+
+def batches() -> None:
+    pixels = torch.randint(0, 256, (128, 784), dtype=torch.uint8)
     x_all, idx = torch.randint(0, 256, (60000, 784), dtype=torch.uint8), torch.randperm(60000)[:128]
     fancy = per_call_ms(lambda: x_all[idx])
     select = per_call_ms(lambda: x_all.index_select(0, idx))
@@ -45,8 +68,13 @@ def main() -> None:
     threshold = per_call_ms(lambda: (torch.rand(pixels.shape) < pixels.float().div_(255)).float())
     integer = per_call_ms(lambda: (torch.empty_like(pixels).random_(0, 255) < pixels).float())
     print(f"  binarize 128 x 784: bernoulli {bernoulli:.3f}, u < p {threshold:.3f}, r < x {integer:.3f}")
+
+
+def bernoulli_densities(parts: set[int]) -> None:
     x = torch.bernoulli(torch.full((128, 784), 0.3))
     u = torch.rand(128, 784) + 0.5
+    if 2 not in parts:
+        return score(x)
     elementwise = {name: per_call_ms(lambda f=f: f(u)) for name, f in ELEMENTWISE.items()}
     print("  element-wise on 128 x 784: " + ", ".join(f"{n} {t:.3f}" for n, t in elementwise.items()))
     densities = {"dot + logaddexp": dot_logaddexp, "fused BCE": fused_bce, "pyrovae's node": pyrovae_node}
@@ -58,6 +86,11 @@ def main() -> None:
             both = per_call_ms(lambda f=fn, lg=logits: f(lg, x).sum().backward(), 100)
             print(f"  Bernoulli log-density, K = {k}, {name}: forward {forward:.3f}, "
                   f"forward + backward {both:.3f}")  # fmt: skip
+    if 3 in parts:
+        score(x)
+
+
+def score(x: torch.Tensor) -> None:
     logits, x = torch.randn(500, 100, 784) * 4, x[:100]
     with torch.no_grad():
         scores = {
@@ -67,6 +100,69 @@ def main() -> None:
         }
         times = {name: per_call_ms(lambda f=f: f(logits, x), 10) for name, f in scores.items()}
     print("  score of 500 x 100 x 784 logits: " + ", ".join(f"{n} {t:.1f}" for n, t in times.items()))
+
+
+def mixtures(k: int = 500, d: int = 40) -> None:
+    for name, shift in (("near 0", 0.0), ("near -90", -90.0)):
+        values = torch.randn(100, k) + shift
+        print(f"  exp of 100 x {k} values {name}: {per_call_ms(lambda v=values: torch.exp(v)):.3f}")
+    logits, loc = torch.zeros(k), torch.randn(k, d, requires_grad=True)
+    scale = (0.1 + torch.rand(k, d)).requires_grad_()
+    mixtures = {
+        "MixtureSameFamily": lambda: dist.MixtureSameFamily(
+            dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)
+        ),
+        "DiagonalNormalMixture": lambda: DiagonalNormalMixture(logits, loc, scale),
+    }
+    z = torch.randn(100, d, requires_grad=True)
+    z_chunk = torch.randn(5000, d)
+    for name, prior in mixtures.items():
+        both = per_call_ms(lambda p=prior: p().log_prob(z).sum().backward(), 50)
+        with torch.no_grad():
+            forward = per_call_ms(lambda p=prior: p().log_prob(z_chunk), 5)
+        print(f"  log p(z), {k} components, z = {d}, {name}: 100 draws forward + backward "
+              f"{both:.3f}; 5,000 draws forward {forward:.1f}")  # fmt: skip
+    steps = {name: [] for name in mixtures}
+    for _ in range(3):
+        for name in mixtures:
+            steps[name].append(vamp_step_ms(name == "MixtureSameFamily"))
+    print("  VampPrior training step (best of 3 x 20 steps): "
+          + ", ".join(f"{n} {min(t):.1f}" for n, t in steps.items()))  # fmt: skip
+
+
+def vamp_step_ms(torch_mixture: bool) -> float:
+    """One SVI step of the VampPrior recipe's model, its prior as pyrovae's or as MixtureSameFamily."""
+    from unittest import mock
+
+    import pyro
+
+    from pyrovae import priors
+    from pyrovae.config import ModelConfig
+    from pyrovae.model import VAE
+    from pyrovae.objectives import KLWeight
+    from pyrovae.train import adam, elbo_loss
+
+    def mixture_same_family(logits, loc, scale):
+        return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+
+    config = ModelConfig(z_dim=40, hidden_dims=(300, 300), arch="gated", prior="vamp", num_components=500)
+    pyro.set_rng_seed(0)
+    vae = VAE(config)
+    loss_fn = elbo_loss(vae)
+    optimizer = adam(loss_fn.parameters(), 5e-4)
+    x = torch.bernoulli(torch.full((100, 784), 0.3))
+    kl_weight = KLWeight(0.5)  # as in the warm-up
+
+    def step():
+        with pyro.validation_enabled(False), kl_weight:
+            loss = loss_fn(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    patch = mock.patch.object(priors, "DiagonalNormalMixture", mixture_same_family)
+    with patch if torch_mixture else contextlib.nullcontext():
+        return per_call_ms(step, 20)
 
 
 # log1p (inside log_sigmoid, softplus and so the fused binary cross-entropy) against what pyrovae uses.

@@ -187,3 +187,67 @@ class DiscretizedLogistic(dist.TorchDistribution):
             u = u.clamp(1e-6, 1 - 1e-6).to(self.loc.dtype)
             y = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
             return (y * (self.levels - 1)).round().clamp(0, self.levels - 1) / (self.levels - 1)
+
+
+def _log_sum_exp(x: torch.Tensor) -> torch.Tensor:
+    """``log sum_k exp(x_k)`` over the last dimension, as torch.logsumexp but for exp's slow path.
+
+    exp of a float32 below about -87 (a subnormal or zero result) leaves the CPU's vectorized exp:
+    20x slower on this project's CPU (0.58 ms against 0.03 ms for 50,000 values near -90), and most of a
+    mixture's components lie that far below the nearest one. Terms more than 80 below the largest add
+    less than e^-80 of it, far below the sum's rounding, so they are counted at e^-80 instead.
+    """
+    peak = x.detach().amax(-1, keepdim=True)  # detached: its gradient cancels exactly anyway
+    shift = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # a row of -inf stays -inf
+    return (x - shift).clamp(min=-80).exp().sum(-1).log() + peak.squeeze(-1)
+
+
+class DiagonalNormalMixture(dist.MixtureSameFamily):
+    """``sum_k pi_k N(z; loc_k, diag(scale_k^2))``: Pyro's ``MixtureSameFamily`` of diagonal Normals
+    (``logits`` (K,), ``loc`` and ``scale`` (K, D)), whose log-density goes through one matrix product.
+
+    Each component's squared distance ``sum_d (z_d - loc_kd)^2 / scale_kd^2`` is the quadratic form
+    ``[z^2, z] @ [1 / scale^2, -2 loc / scale^2]^T + sum_d loc_kd^2 / scale_kd^2``: (M, 2D) x (2D, K)
+    instead of MixtureSameFamily's (M, K, D) differences, squares and quotients, which took some 40% of
+    a VampPrior training step (500 components, z = 40, batch 100) and 40x the memory when scoring.
+    Expanding the square cancels large terms where a scale is small, so the form is summed in float64
+    (rounding well below float32's on the exact differences); the rest is in the value's dtype.
+    Broadcasting over a batch (a plate) keeps the (K, D) components: they are the same at every point.
+    """
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        validate_args: bool | None = None,
+    ):
+        if logits.dim() != 1 or loc.dim() != 2 or loc.shape != scale.shape:
+            raise ValueError("logits must be (K,) and loc, scale (K, D)")
+        self._params = logits, loc, scale  # unexpanded, whatever batch the mixture is broadcast to
+        super().__init__(
+            dist.Categorical(logits=logits, validate_args=validate_args),
+            dist.Normal(loc, scale, validate_args=validate_args).to_event(1),
+            validate_args,
+        )
+
+    def expand(self, batch_shape, _instance=None) -> DiagonalNormalMixture:
+        new = super().expand(batch_shape, self._get_checked_instance(DiagonalNormalMixture, _instance))
+        new._params = self._params
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, loc, scale = self._params
+        precision = scale.double().pow(-2)  # (K, D)
+        z = value.reshape(-1, value.shape[-1]).double()  # (M, D)
+        distance = torch.addmm(
+            (loc.double().pow(2) * precision).sum(-1),  # (K,)
+            torch.cat([z * z, z], dim=-1),  # (M, 2D)
+            torch.cat([precision, -2 * loc.double() * precision], dim=-1).T,  # (2D, K)
+        ).to(value.dtype)  # (M, K)
+        log_normal = -0.5 * distance - scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        log_p = _log_sum_exp(log_normal + torch.log_softmax(logits, -1)).reshape(value.shape[:-1])
+        shape = broadcast_shape(log_p.shape, self.batch_shape)
+        return log_p if shape == log_p.shape else log_p.expand(shape)

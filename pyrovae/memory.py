@@ -53,11 +53,13 @@ def parameter_count(config: ModelConfig) -> int:
 def _floats_per_image(config: ModelConfig, num_particles: int) -> int:
     """Activations of one image through encoder and decoder, with ``num_particles`` draws of z."""
     from .likelihoods import LIKELIHOODS
+    from .priors import PRIORS
 
     hidden = sum(config.hidden_dims)
     outputs = config.x_dim * LIKELIHOODS[config.likelihood_name].params_per_pixel
     encoder = config.x_dim + hidden + 2 * config.z_dim
     decoder = config.z_dim + hidden + outputs + config.x_dim  # and the data as broadcast against them
+    decoder += PRIORS[config.prior].floats_per_draw(config.num_components)  # log p(z)
     return encoder + num_particles * decoder
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .distributions import UnitNormal
+from .distributions import DiagonalNormalMixture, UnitNormal
 from .registry import registrar
 
 PRIORS: dict[str, type[Prior]] = {}
@@ -41,6 +41,21 @@ class Prior(nn.Module):
     def encoder_images(cls, num_components: int) -> int:
         """Inputs the prior passes through the encoder at every step (for the memory estimate)."""
         return 0
+
+    @classmethod
+    def floats_per_draw(cls, num_components: int) -> int:
+        """Floats ``log_prob`` holds for each draw of z (for the memory estimate)."""
+        return 0
+
+
+class Mixture(Prior):
+    """A prior that is a :class:`~pyrovae.distributions.DiagonalNormalMixture`."""
+
+    @classmethod
+    def floats_per_draw(cls, num_components):
+        # Each draw's distances to the K components in float64 (2 floats each) and their float32 copy;
+        # the estimate's own factors (memory.py) cover the temporaries after them and the backward pass.
+        return 3 * num_components
 
 
 @register("normal")
@@ -73,7 +88,7 @@ class StudentT(Prior):
 
 
 @register("mog")
-class MixtureOfGaussians(Prior):
+class MixtureOfGaussians(Mixture):
     """``sum_k pi_k N(loc_k, diag(scale_k^2))`` with learned weights, locations and scales."""
 
     def __init__(self, config, encoder):
@@ -85,12 +100,11 @@ class MixtureOfGaussians(Prior):
         self.logits = nn.Parameter(torch.zeros(k))
 
     def forward(self):
-        components = dist.Normal(self.loc, F.softplus(self.raw_scale) + 1e-4).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(self.logits, self.loc, F.softplus(self.raw_scale) + 1e-4)
 
 
 @register("vamp")
-class VampPrior(Prior):
+class VampPrior(Mixture):
     """The VampPrior (Tomczak and Welling, 2018): ``(1/K) sum_k q(z | u_k)``, the guide's posteriors at
     K learned pseudo-inputs ``u_k`` in the data's space."""
 
@@ -112,8 +126,7 @@ class VampPrior(Prior):
 
     def forward(self):
         loc, scale = self.encoder(self.pseudo_inputs)  # (K, z_dim) each
-        weights = dist.Categorical(logits=loc.new_zeros(loc.shape[0]))
-        return dist.MixtureSameFamily(weights, dist.Normal(loc, scale).to_event(1))
+        return DiagonalNormalMixture(loc.new_zeros(loc.shape[0]), loc, scale)
 
 
 def has_closed_form_kl(prior: dist.Distribution, posterior: dist.Distribution) -> bool:

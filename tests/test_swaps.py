@@ -163,7 +163,7 @@ def test_closed_form_kl_is_known_only_for_the_normal_prior(prior, closed):
 def test_meanfield_refuses_a_prior_without_closed_form_kl(tmp_path):
     result = invoke("fit", "--dataset", "synthetic", "--prior", "vamp", "--elbo", "meanfield",
                     "--out", str(tmp_path / "r"))  # fmt: skip
-    assert_one_line_error(result, "--elbo meanfield needs KL", "at site 'z'", "MixtureSameFamily")
+    assert_one_line_error(result, "--elbo meanfield needs KL", "at site 'z'", "DiagonalNormalMixture")
     assert not (tmp_path / "r").exists()
 
 
