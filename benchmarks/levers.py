@@ -18,7 +18,8 @@ values near 0 and near -90 (below float32's normal range, where the CPU leaves i
 Pyro's ``MixtureSameFamily`` of diagonal Normals against pyrovae's ``DiagonalNormalMixture``, forward and
 backward on a training step's 100 draws, and forward alone on 5,000 draws (an evaluation chunk is 50,000:
 MixtureSameFamily's (draws, K, D) tensors would be 4 GB each there), and whole training steps of the
-VampPrior recipe's model (gated 2 x 300, batch 100) with each, alternated.
+VampPrior recipe's model (gated 2 x 300, batch 100) with each, alternated; and the growth of peak memory
+(Linux's ``VmHWM``, a fresh process each) while scoring 100 images at K = 1000 with ``evaluate``'s chunks.
 
     python benchmarks/levers.py --parts 4      # some parts (parts 0 and 1 run together)
 """
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
+import sys
 import time
 
 import pyro.distributions as dist
@@ -47,7 +50,11 @@ def per_call_ms(fn, repeats: int = 300) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", type=int, nargs="+", choices=range(5), default=list(range(5)))
-    parts = set(parser.parse_args().parts)
+    parser.add_argument("--peak-memory-of", choices=MIXTURES, help=argparse.SUPPRESS)  # the child
+    args = parser.parse_args()
+    if args.peak_memory_of:
+        return print(evaluation_peak_growth_gb(args.peak_memory_of == "MixtureSameFamily"))
+    parts = set(args.parts)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; milliseconds per call")
     if parts & {0, 1}:
@@ -128,26 +135,64 @@ def mixtures(k: int = 500, d: int = 40) -> None:
             steps[name].append(vamp_step_ms(name == "MixtureSameFamily"))
     print("  VampPrior training step (best of 3 x 20 steps): "
           + ", ".join(f"{n} {min(t):.1f}" for n, t in steps.items()))  # fmt: skip
+    for name in MIXTURES:
+        child = [sys.executable, __file__, "--peak-memory-of", name]
+        grown = subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip()
+        print(f"  peak memory grown scoring 100 images at K = 1000, {name}: {float(grown):.2f} GiB")
 
 
-def vamp_step_ms(torch_mixture: bool) -> float:
-    """One SVI step of the VampPrior recipe's model, its prior as pyrovae's or as MixtureSameFamily."""
-    from unittest import mock
+MIXTURES = ("MixtureSameFamily", "DiagonalNormalMixture")
 
-    import pyro
 
-    from pyrovae import priors
+def vamp_model():
     from pyrovae.config import ModelConfig
     from pyrovae.model import VAE
-    from pyrovae.objectives import KLWeight
-    from pyrovae.train import adam, elbo_loss
+
+    config = ModelConfig(z_dim=40, hidden_dims=(300, 300), arch="gated", prior="vamp", num_components=500)
+    return VAE(config)
+
+
+def torch_mixture_patch(enabled: bool):
+    """Within this context (if ``enabled``), pyrovae's priors build Pyro's ``MixtureSameFamily``."""
+    from unittest import mock
+
+    from pyrovae import priors
 
     def mixture_same_family(logits, loc, scale):
         return dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
 
-    config = ModelConfig(z_dim=40, hidden_dims=(300, 300), arch="gated", prior="vamp", num_components=500)
+    patch = mock.patch.object(priors, "DiagonalNormalMixture", mixture_same_family)
+    return patch if enabled else contextlib.nullcontext()
+
+
+def evaluation_peak_growth_gb(torch_mixture: bool) -> float:
+    from pyrovae.config import EvalConfig
+    from pyrovae.importance import importance_estimate
+
+    vae, config = vamp_model(), EvalConfig()
+    x = torch.bernoulli(torch.full((100, 784), 0.3))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: the peak resident size (VmHWM) starts again from the current one
+    before = _status_kib("VmRSS")
+    with torch_mixture_patch(torch_mixture):
+        importance_estimate(vae.model, vae.guide, x, 1000, config.chunk_size, config.batch_size)
+    return (_status_kib("VmHWM") - before) / 2**20
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def vamp_step_ms(torch_mixture: bool) -> float:
+    """One SVI step of the VampPrior recipe's model, its prior as pyrovae's or as MixtureSameFamily."""
+    import pyro
+
+    from pyrovae.objectives import KLWeight
+    from pyrovae.train import adam, elbo_loss
+
     pyro.set_rng_seed(0)
-    vae = VAE(config)
+    vae = vamp_model()
     loss_fn = elbo_loss(vae)
     optimizer = adam(loss_fn.parameters(), 5e-4)
     x = torch.bernoulli(torch.full((100, 784), 0.3))
@@ -160,8 +205,7 @@ def vamp_step_ms(torch_mixture: bool) -> float:
         loss.backward()
         optimizer.step()
 
-    patch = mock.patch.object(priors, "DiagonalNormalMixture", mixture_same_family)
-    with patch if torch_mixture else contextlib.nullcontext():
+    with torch_mixture_patch(torch_mixture):
         return per_call_ms(step, 20)
 
 
