@@ -193,8 +193,9 @@ def _log_sum_exp(x: torch.Tensor) -> torch.Tensor:
     """``log sum_k exp(x_k)`` over the last dimension, as torch.logsumexp but for exp's slow path.
 
     exp of a float32 below about -87 (a subnormal or zero result) leaves the CPU's vectorized exp:
-    20x slower on this project's CPU (0.58 ms against 0.03 ms for 50,000 values near -90), and most of a
-    mixture's components lie that far below the nearest one. Terms more than 80 below the largest add
+    0.84-1.26 ms for 50,000 values near -90 against 0.033-0.049 near 0 on this project's CPU
+    (``benchmarks/levers.py --parts 4``), and most of a mixture's components lie that far below the
+    nearest one. Terms more than 80 below the largest add
     less than e^-80 of it, far below the sum's rounding, so they are counted at e^-80 instead.
     """
     peak = x.detach().amax(-1, keepdim=True)  # detached: its gradient cancels exactly anyway
@@ -208,8 +209,9 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
 
     Each component's squared distance ``sum_d (z_d - loc_kd)^2 / scale_kd^2`` is the quadratic form
     ``[z^2, z] @ [1 / scale^2, -2 loc / scale^2]^T + sum_d loc_kd^2 / scale_kd^2``: (M, 2D) x (2D, K)
-    instead of MixtureSameFamily's (M, K, D) differences, squares and quotients, which took some 40% of
-    a VampPrior training step (500 components, z = 40, batch 100) and 40x the memory when scoring.
+    instead of MixtureSameFamily's (M, K, D) differences, squares and quotients: a quarter to a third of a
+    VampPrior training step (500 components, z = 40, batch 100), and 18.8 GiB of memory against 0.72
+    scoring 100 images at K = 1000 (``benchmarks/levers.py --parts 4``).
     Expanding the square cancels large terms where a scale is small, so the form is summed in float64
     (rounding well below float32's on the exact differences); the rest is in the value's dtype.
     Broadcasting over a batch (a plate) keeps the (K, D) components: they are the same at every point.
