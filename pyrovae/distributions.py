@@ -242,12 +242,13 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         if self._validate_args:
             self._validate_sample(value)
         logits, loc, scale = self._params
-        precision = scale.double().pow(-2)  # (K, D)
+        loc64, precision = loc.double(), scale.double().pow(-2)  # (K, D) each
         z = value.reshape(-1, value.shape[-1]).double()  # (M, D)
+        weighted_loc = loc64 * precision
         distance = torch.addmm(
-            (loc.double().pow(2) * precision).sum(-1),  # (K,)
+            (loc64 * weighted_loc).sum(-1),  # (K,)
             torch.cat([z * z, z], dim=-1),  # (M, 2D)
-            torch.cat([precision, -2 * loc.double() * precision], dim=-1).T,  # (2D, K)
+            torch.cat([precision, -2 * weighted_loc], dim=-1).T,  # (2D, K)
         ).to(value.dtype)  # (M, K)
         log_normal = -0.5 * distance - scale.log().sum(-1) - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
         log_p = _log_sum_exp(log_normal + torch.log_softmax(logits, -1)).reshape(value.shape[:-1])
