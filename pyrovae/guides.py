@@ -80,7 +80,7 @@ class Flow(Guide):
         large one bounded from above (a network of one hidden layer as wide as its context, with up to
         32 outputs per latent dimension, as the spline's knots need)."""
         if (z_dim + context_dim) * context_dim <= 10**6:
-            with torch.device("cpu"):
+            with torch.device("cpu"), torch.random.fork_rng(devices=[]):  # the global stream untouched
                 return sum(p.numel() for p in cls.transform(z_dim, context_dim).parameters())
         return (z_dim + context_dim + 1) * context_dim + 32 * z_dim * (context_dim + 1)
 

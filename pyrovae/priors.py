@@ -37,25 +37,15 @@ class Prior(nn.Module):
     def forward(self) -> dist.Distribution:
         raise NotImplementedError
 
-    @classmethod
-    def encoder_images(cls, num_components: int) -> int:
-        """Inputs the prior passes through the encoder at every step (for the memory estimate)."""
-        return 0
 
-    @classmethod
-    def floats_per_draw(cls, num_components: int) -> int:
-        """Floats ``log_prob`` holds for each draw of z (for the memory estimate)."""
-        return 0
-
-
-class Mixture(Prior):
-    """A prior that is a :class:`~pyrovae.distributions.DiagonalNormalMixture`."""
-
-    @classmethod
-    def floats_per_draw(cls, num_components):
-        # Each draw's distances to the K components in float64 (2 floats each) and their float32 copy;
-        # the estimate's own factors (memory.py) cover the temporaries after them and the backward pass.
-        return 3 * num_components
+def _normal(shape: tuple[int, ...], generator: torch.Generator, std: float = 1.0) -> torch.Tensor:
+    """``std`` times standard normal draws from ``generator``. Where a module is only being shaped
+    (``torch.device("meta")``, as memory.py counts one) nothing is drawn: a CPU generator's draws there
+    would be made for real, and the arithmetic on them run through torch's Python references, which
+    import torch._dynamo (some 2 s)."""
+    if torch.get_default_device().type == "meta":
+        return torch.empty(shape)
+    return std * torch.randn(shape, generator=generator)
 
 
 @register("normal")
@@ -88,14 +78,14 @@ class StudentT(Prior):
 
 
 @register("mog")
-class MixtureOfGaussians(Mixture):
+class MixtureOfGaussians(Prior):
     """``sum_k pi_k N(loc_k, diag(scale_k^2))`` with learned weights, locations and scales."""
 
     def __init__(self, config, encoder):
         super().__init__(config, encoder)
         k, z_dim = config.num_components, config.z_dim
         g = torch.Generator().manual_seed(0)  # spread the components without touching the global seed
-        self.loc = nn.Parameter(torch.randn(k, z_dim, generator=g))
+        self.loc = nn.Parameter(_normal((k, z_dim), g))
         self.raw_scale = nn.Parameter(torch.full((k, z_dim), math.log(math.e - 1)))  # scale 1
         self.logits = nn.Parameter(torch.zeros(k))
 
@@ -104,21 +94,15 @@ class MixtureOfGaussians(Mixture):
 
 
 @register("vamp")
-class VampPrior(Mixture):
+class VampPrior(Prior):
     """The VampPrior (Tomczak and Welling, 2018): ``(1/K) sum_k q(z | u_k)``, the guide's posteriors at
     K learned pseudo-inputs ``u_k`` in the data's space."""
 
     def __init__(self, config, encoder):
         super().__init__(config, encoder)
         g = torch.Generator().manual_seed(0)
-        self.raw_pseudo_inputs = nn.Parameter(
-            0.1 * torch.randn(config.num_components, config.x_dim, generator=g)
-        )
+        self.raw_pseudo_inputs = nn.Parameter(_normal((config.num_components, config.x_dim), g, 0.1))
         self.encoder = encoder  # shared with the guide, not a copy
-
-    @classmethod
-    def encoder_images(cls, num_components):
-        return num_components
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:

@@ -164,6 +164,8 @@ def test_run_commands_under_any_options(synthetic_run, tmp_path_factory, case):
         (["fit", "--prior", "mog", "--num-components", "100000000"], "needs about"),
         (["fit", "--prior", "vamp", "--num-components", "100000000"], "needs about"),
         (["fit", "--num-particles", "1000000000"], "needs about"),
+        # the estimate once counted layer widths alone: convolutions' feature maps were some 370 times more
+        (["fit", "--arch", "gated-conv", "--model", "hvae", "--num-particles", "1000"], "needs about"),
     ],
 )
 def test_found_fit_inputs_are_one_line_errors_leaving_nothing(tmp_path, args, fragment):
