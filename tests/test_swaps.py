@@ -30,7 +30,7 @@ X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_see
         ("conv", "vae", 2),
         ("conv", "hvae", 1),
         ("tanh", "vae", 2),
-    ],  # fmt: skip
+    ],
 )
 @pytest.mark.parametrize("image_shape", [(28, 28), (3, 8, 8)], ids=["grey", "colour"])
 def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k, image_shape):
