@@ -238,6 +238,12 @@ SPLITS = ("test", "train")
 CHECKPOINTS = ("best", "last")
 
 
+# Compiling costs 4 s (this machine, inductor's cache warm) to 20 s (cold) and saves some 7 us an
+# image-sample (eager 385-421 ms, compiled 27-33 ms, for 500 x 100: benchmarks/levers.py, part 3): it
+# repays itself from about 0.6 to 2.7 million image-samples.
+COMPILE_FROM = 10**6
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How a run is scored by importance sampling (see :func:`pyrovae.importance.log_likelihood`)."""
@@ -252,8 +258,9 @@ class EvalConfig:
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
-    # Fuse the Bernoulli log-density with torch.compile: ~20 s once, then about 3x faster scoring.
-    compile: bool = True
+    # Fuse the Bernoulli log-density with torch.compile: 4-20 s once, then 12-14x faster scoring of the
+    # pixels. None: where the job scores at least COMPILE_FROM image-samples (images times K).
+    compile: bool | None = None
     # best: the epoch of the best validation ELBO (the last, for a run without a validation split).
     checkpoint: str = "best"
 

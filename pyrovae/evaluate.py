@@ -13,7 +13,7 @@ import pyro.distributions as dist
 import torch
 
 from . import distributed, io, memory
-from .config import EvalConfig
+from .config import COMPILE_FROM, EvalConfig
 from .data import fixed_representation, load_dataset
 from .errors import UserError
 from .importance import importance_estimate
@@ -67,7 +67,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
             config.num_samples,
             config.chunk_size,
             config.batch_size,
-            config.compile,
+            config.compile if config.compile is not None else len(x) * config.num_samples >= COMPILE_FROM,
         )
         seconds = time.perf_counter() - start
         parts = distributed.gather(group, [t.cpu() for t in estimate])

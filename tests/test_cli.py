@@ -11,6 +11,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
+import pyrovae.evaluate
 import pyrovae.train
 from cli import cli
 from pyrovae.data import binarize_fixed, synthetic_dataset
@@ -271,6 +272,31 @@ def test_evaluate_prints_a_summary(synthetic_run):
     result = invoke("evaluate", str(synthetic_run), "--num-samples", "20")
     assert result.exit_code == 0, result.output
     assert "log p(x), IS estimate" in result.output and "bits per dimension" in result.output
+
+
+@pytest.mark.parametrize(
+    "options, compiled",
+    [
+        (["--num-samples", "5"], True),
+        (["--num-samples", "4"], False),
+        (["--num-samples", "5", "--no-compile"], False),
+        (["--num-samples", "4", "--compile"], True),
+    ],
+)
+def test_evaluate_compiles_by_default_only_jobs_that_repay_it(synthetic_run, monkeypatch, options, compiled):
+    # 200 test images: 5 samples each reach the (lowered) threshold of 1,000 image-samples, 4 do not.
+    monkeypatch.setattr(pyrovae.evaluate, "COMPILE_FROM", 1000)
+    calls = []
+    real = pyrovae.evaluate.importance_estimate
+
+    def spy(*args):
+        calls.append(args[-1])
+        return real(*args[:-1], False)
+
+    monkeypatch.setattr(pyrovae.evaluate, "importance_estimate", spy)
+    result = invoke("evaluate", str(synthetic_run), *options)
+    assert result.exit_code == 0, result.output
+    assert calls == [compiled]
 
 
 def test_evaluate_an_empty_folder_is_a_one_line_error(tmp_path):
