@@ -410,7 +410,12 @@ CHECKPOINT = click.option(
     default=EvalConfig.num_samples,
     help="Importance samples K per image.",
 )
-@click.option("--split", type=click.Choice(SPLITS), default=EvalConfig.split)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default=EvalConfig.split,
+    help="validation: the images the run held out (fit --validation N); train: those it trained on.",
+)
 @click.option("--num-points", type=POSITIVE_INT, default=None, help="Only the split's first N images.")
 @click.option(
     "--chunk-size",

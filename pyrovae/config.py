@@ -234,7 +234,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-SPLITS = ("test", "train")
+# test; validation: the images the run held out (fit --validation N), chosen with the fixed seed every run
+# uses; train: the images it trained on (its training set less those).
+SPLITS = ("test", "validation", "train")
 CHECKPOINTS = ("best", "last")
 
 

@@ -14,7 +14,7 @@ import torch
 
 from . import distributed, io, memory
 from .config import COMPILE_FROM, EvalConfig
-from .data import fixed_representation, load_dataset
+from .data import fixed_representation, hold_out, load_dataset
 from .errors import UserError
 from .importance import importance_estimate
 from .model import VAE
@@ -49,7 +49,12 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
             vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
             data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
             data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
-            split = data.x_test if config.split == "test" else data.x_train
+            trained, held_out = hold_out(data, train_config.validation)
+            split = {"test": data.x_test, "validation": held_out, "train": trained.x_train}[config.split]
+            if len(split) == 0:
+                raise UserError(
+                    f"{run_dir} held out no validation images (fit --validation N holds some out)"
+                )
             if config.num_points is not None:
                 split = split[: config.num_points]
             x = fixed_representation(split, vae.model.p_x.data).to(device)
@@ -82,6 +87,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     result = {
         "dataset": train_config.dataset,
         "split": config.split,
+        "held_out": train_config.validation,  # which images the validation and train splits are
         "num_points": n,
         "num_samples": config.num_samples,
         "likelihood": train_config.model.likelihood_name,

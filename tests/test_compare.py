@@ -71,6 +71,25 @@ def test_compare_refuses_runs_scored_on_other_images(two_scored_runs, tmp_path):
     assert_one_line_error(invoke("compare", str(a)), "at least two runs")
 
 
+@pytest.mark.parametrize("split, refused", [("validation", True), ("train", True), ("test", False)])
+def test_compare_refuses_validation_or_train_scores_of_runs_that_held_out_other_images(
+    two_scored_runs, tmp_path, split, refused
+):
+    copies = []
+    for run, held_out in zip(two_scored_runs, (200, 300), strict=True):
+        copy = tmp_path / run.name
+        copy.mkdir()
+        summary = json.loads((run / "evaluation.json").read_text())
+        (copy / "evaluation.json").write_text(json.dumps({**summary, "split": split, "held_out": held_out}))
+        (copy / "evaluation-images.csv").write_text((run / "evaluation-images.csv").read_text())
+        copies.append(str(copy))
+    result = invoke("compare", *copies)
+    if refused:
+        assert_one_line_error(result, "other images", "held_out")
+    else:
+        assert result.exit_code == 0, result.output
+
+
 def test_options_on_the_command_line_override_the_config_file(tmp_path):
     recipe = tmp_path / "r.toml"
     lines = ['dataset = "synthetic"', "epochs = 3", "lr = 0.002"]

@@ -122,7 +122,7 @@ VIEW_OPTIONS = {
         "--num-points": sizes(st.integers(1, 300)),
         "--chunk-size": sizes(st.integers(1, 40)),
         "--batch-size": sizes(st.integers(1, 300)),
-        "--split": choice(["test", "train"], ["valid"]),
+        "--split": choice(["test", "validation", "train"], ["valid"]),
         "--seed": SEEDS,
     },
 }

@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 
+import pyrovae.evaluate
 from pyrovae import io, runs
 from pyrovae.config import TrainConfig
-from pyrovae.data import hold_out, synthetic_dataset
+from pyrovae.data import fixed_representation, hold_out, synthetic_dataset
+from pyrovae.runs import load_run
 from pyrovae.train import kl_weights
 from tests.conftest import invoke
 from tests.test_cli import assert_one_line_error
@@ -47,6 +49,35 @@ def test_evaluate_scores_the_best_checkpoint_unless_told_otherwise(protocol_run)
     result = invoke("evaluate", str(protocol_run), "--num-samples", "20", "--no-compile", "--json",
                     "--checkpoint", "last")  # fmt: skip
     assert json.loads(result.output)["epoch"] == 4
+
+
+@pytest.mark.parametrize("split", ["validation", "train"])
+def test_evaluate_scores_the_images_the_run_held_out_or_trained_on(protocol_run, monkeypatch, split):
+    seen = []
+    real = pyrovae.evaluate.importance_estimate
+
+    def spy(model, guide, x, *args):
+        seen.append(x)
+        return real(model, guide, x, *args)
+
+    monkeypatch.setattr(pyrovae.evaluate, "importance_estimate", spy)
+    result = invoke(
+        "evaluate", str(protocol_run), "--split", split, "--num-samples", "2", "--no-compile", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    trained, held_out = hold_out(synthetic_dataset(), 200)
+    images = held_out if split == "validation" else trained.x_train
+    vae = load_run(protocol_run, torch.device("cpu"))[0]
+    assert torch.equal(seen[0], fixed_representation(images, vae.model.p_x.data))
+    assert (
+        json.loads(result.output)["num_points"] == len(images)
+        and json.loads(result.output)["held_out"] == 200
+    )
+
+
+def test_the_validation_split_of_a_run_that_held_out_none_is_a_one_line_error(synthetic_run):
+    result = invoke("evaluate", str(synthetic_run), "--split", "validation", "--no-compile")
+    assert_one_line_error(result, "held out no validation images")
 
 
 @pytest.mark.parametrize("args", [["--elbo", "iwae-dreg", "--num-particles", "4"], ["--num-particles", "3",
