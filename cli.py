@@ -442,7 +442,8 @@ CHECKPOINT = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def evaluate(run_dir: str, as_json: bool, **options) -> None:
-    """ELBO and importance-sampled log p(x) of a run; writes RUN_DIR/evaluation.json."""
+    """ELBO and importance-sampled log p(x) of a run; writes RUN_DIR/evaluation.json (for another
+    split than test, RUN_DIR/evaluation-SPLIT.json)."""
     import json
 
     from pyrovae.evaluate import evaluate_run, summary
@@ -528,12 +529,15 @@ def interpolate(run_dir: str, **options) -> None:
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--markdown", is_flag=True, help="Print a Markdown table.")
+@click.option(
+    "--split", type=click.Choice(SPLITS), default=EvalConfig.split, help="The runs' scores of this split."
+)
 @user_errors
-def compare(run_dirs: tuple[str, ...], markdown: bool) -> None:
+def compare(run_dirs: tuple[str, ...], markdown: bool, split: str) -> None:
     """log p(x) of scored runs, and each run's paired difference against the first, image by image."""
     from pyrovae.compare import compare_runs, table
 
-    click.echo(table(compare_runs(list(run_dirs)), markdown))
+    click.echo(table(compare_runs(list(run_dirs), split), markdown))
 
 
 if __name__ == "__main__":

@@ -14,38 +14,43 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .evaluate import EVALUATION, EVALUATION_IMAGES
+from .evaluate import evaluation_files
 
 # What two evaluations must share to be compared image by image.
 SAME = ("dataset", "split", "num_points", "data")
 
 
-def read_evaluation(run_dir: str | Path) -> tuple[dict[str, Any], list[int], list[float]]:
-    """``evaluation.json`` and the per-image ``(index, log_px)`` columns of a scored run."""
+def read_evaluation(
+    run_dir: str | Path, split: str = "test"
+) -> tuple[dict[str, Any], list[int], list[float]]:
+    """The summary and the per-image ``(index, log_px)`` columns of a run scored on ``split``."""
     run_dir = Path(run_dir)
+    summary_file, images_file = evaluation_files(split)
     try:
-        summary = json.loads((run_dir / EVALUATION).read_text())
-        with open(run_dir / EVALUATION_IMAGES, newline="") as f:
+        summary = json.loads((run_dir / summary_file).read_text())
+        with open(run_dir / images_file, newline="") as f:
             rows = list(csv.DictReader(f))
         index = [int(r["index"]) for r in rows]
         log_px = [float(r["log_px"]) for r in rows]
     except FileNotFoundError as e:
-        raise UserError(f"{run_dir} has no {Path(e.filename).name}: score it with evaluate first") from None
+        raise UserError(
+            f"{run_dir} has no {Path(e.filename).name}: score it with evaluate --split {split} first"
+        ) from None
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{run_dir}: its evaluation files cannot be read ({e})") from None
     return summary, index, log_px
 
 
-def compare_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
+def compare_runs(run_dirs: list[str | Path], split: str = "test") -> list[dict[str, Any]]:
     """One row a run: its mean log p(x) and standard errors; for each run after the first, the paired
     difference of mean log p(x) against the first (``diff``, positive when the run is better) and its
     standard error over images (``diff_stderr``)."""
     if len(run_dirs) < 2:
         raise UserError("compare needs at least two runs")
-    first, first_index, first_log_px = read_evaluation(run_dirs[0])
+    first, first_index, first_log_px = read_evaluation(run_dirs[0], split)
     rows = []
     for run_dir in run_dirs:
-        summary, index, log_px = read_evaluation(run_dir)
+        summary, index, log_px = read_evaluation(run_dir, split)
         # The validation and train splits are the same images only for runs that held out as many.
         for key in SAME + (("held_out",) if first.get("split") != "test" else ()):
             if summary.get(key) != first.get(key):

@@ -24,12 +24,24 @@ from .train import resolve_device
 EVALUATION = "evaluation.json"
 # One row per scored image, in the split's order: what a paired comparison of two runs reads.
 EVALUATION_IMAGES = "evaluation-images.csv"
+
+
+def evaluation_files(split: str) -> tuple[str, str]:
+    """The summary's and the per-image rows' file names for ``split``: the test split's are
+    ``evaluation.json`` and ``evaluation-images.csv``; another split's carry its name (so scoring the
+    validation split never replaces the test set's figures)."""
+    if split == "test":
+        return EVALUATION, EVALUATION_IMAGES
+    return f"evaluation-{split}.json", f"evaluation-{split}-images.csv"
+
+
 # A latent dimension is active when the variance over the data of E_q[z_d | x] exceeds this (Burda et al.).
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any] | None:
-    """Score the run in ``run_dir`` and write ``evaluation.json`` there; returns what it wrote.
+    """Score the run in ``run_dir`` and write ``evaluation.json`` there (another split than the test
+    set: ``evaluation-SPLIT.json``, see :func:`evaluation_files`); returns what it wrote.
 
     Figures are means over the split's images, in nats per image: ``elbo`` and ``log_px`` come from
     the same K importance weights per image (their mean log, and the log of their mean), so
@@ -110,8 +122,9 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     elbo = estimate.elbo.double() + offset
     per_image = zip(log_px.tolist(), elbo.tolist(), strict=True)
     rows = "".join(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(per_image))
-    io.write_text(run_dir / EVALUATION_IMAGES, "index,log_px,elbo\n" + rows)
-    io.write_text(run_dir / EVALUATION, json.dumps(result, indent=2) + "\n")
+    summary_file, images_file = evaluation_files(config.split)
+    io.write_text(run_dir / images_file, "index,log_px,elbo\n" + rows)
+    io.write_text(run_dir / summary_file, json.dumps(result, indent=2) + "\n")
     return result
 
 

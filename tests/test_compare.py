@@ -11,6 +11,7 @@ import pytest
 from pyrovae import io
 from pyrovae.config import ModelConfig, TrainConfig, read_config_file
 from pyrovae.data import load_dataset
+from pyrovae.evaluate import evaluation_files
 from pyrovae.train import fit
 from tests.conftest import invoke
 from tests.test_cli import assert_one_line_error
@@ -80,10 +81,11 @@ def test_compare_refuses_validation_or_train_scores_of_runs_that_held_out_other_
         copy = tmp_path / run.name
         copy.mkdir()
         summary = json.loads((run / "evaluation.json").read_text())
-        (copy / "evaluation.json").write_text(json.dumps({**summary, "split": split, "held_out": held_out}))
-        (copy / "evaluation-images.csv").write_text((run / "evaluation-images.csv").read_text())
+        summary_file, images_file = evaluation_files(split)
+        (copy / summary_file).write_text(json.dumps({**summary, "split": split, "held_out": held_out}))
+        (copy / images_file).write_text((run / "evaluation-images.csv").read_text())
         copies.append(str(copy))
-    result = invoke("compare", *copies)
+    result = invoke("compare", *copies, "--split", split)
     if refused:
         assert_one_line_error(result, "other images", "held_out")
     else:

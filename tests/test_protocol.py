@@ -52,7 +52,9 @@ def test_evaluate_scores_the_best_checkpoint_unless_told_otherwise(protocol_run)
 
 
 @pytest.mark.parametrize("split", ["validation", "train"])
-def test_evaluate_scores_the_images_the_run_held_out_or_trained_on(protocol_run, monkeypatch, split):
+def test_evaluate_scores_the_images_the_run_held_out_or_trained_on_beside_the_test_scores(
+    protocol_run, monkeypatch, split
+):
     seen = []
     real = pyrovae.evaluate.importance_estimate
 
@@ -69,10 +71,10 @@ def test_evaluate_scores_the_images_the_run_held_out_or_trained_on(protocol_run,
     images = held_out if split == "validation" else trained.x_train
     vae = load_run(protocol_run, torch.device("cpu"))[0]
     assert torch.equal(seen[0], fixed_representation(images, vae.model.p_x.data))
-    assert (
-        json.loads(result.output)["num_points"] == len(images)
-        and json.loads(result.output)["held_out"] == 200
-    )
+    printed = json.loads(result.output)
+    assert printed["num_points"] == len(images) and printed["held_out"] == 200
+    # written beside the test set's scores, not over them
+    assert json.loads((protocol_run / f"evaluation-{split}.json").read_text()) == printed
 
 
 def test_the_validation_split_of_a_run_that_held_out_none_is_a_one_line_error(synthetic_run):
