@@ -61,8 +61,10 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
             vae, train_config, payload = load_run(run_dir, device, config.checkpoint)
             data_dir = config.data_dir if config.data_dir is not None else train_config.data_dir
             data = load_dataset(train_config.dataset, data_dir, train_config.test_fraction)
-            trained, held_out = hold_out(data, train_config.validation)
-            split = {"test": data.x_test, "validation": held_out, "train": trained.x_train}[config.split]
+            split = data.x_test
+            if config.split != "test":  # the run's own split of its training images, drawn again
+                trained, held_out = hold_out(data, train_config.validation)
+                split = held_out if config.split == "validation" else trained.x_train
             if len(split) == 0:
                 raise UserError(
                     f"{run_dir} held out no validation images (fit --validation N holds some out)"

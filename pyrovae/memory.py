@@ -6,8 +6,9 @@ adding up the bytes of every new tensor a torch function returns, for one or two
 draws of z each. A pass's bytes are ``a + n b + k d + n k c`` for ``n`` images and ``k`` draws, so those
 four runs give ``a`` (the VampPrior's pseudo-inputs through the encoder), ``b`` (the encoder), ``d``
 (a few bytes) and ``c`` (the decoder and the log-densities) for any size and any network, convolutions
-included. A small model runs for real on the CPU (milliseconds); a large one, or one of
-large images, on ``meta``, where torch's shape functions cost some 2 s to import once.
+included. A small model runs for real on the CPU (0.05-0.5 s here, about 1 s for the ConvHVAE); a
+large one, or one of large images, on ``meta``, where torch's shape functions cost some 2 s to import
+once.
 
 A job whose estimate exceeds the memory available is refused with one line, rather than killed by the
 kernel halfway through.
