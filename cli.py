@@ -416,7 +416,12 @@ CHECKPOINT = click.option(
     default=EvalConfig.split,
     help="validation: the images the run held out (fit --validation N); train: those it trained on.",
 )
-@click.option("--num-points", type=POSITIVE_INT, default=None, help="Only the split's first N images.")
+@click.option(
+    "--num-points",
+    type=POSITIVE_INT,
+    default=None,
+    help="Only the split's first N images (written to evaluation-firstN.json).",
+)
 @click.option(
     "--chunk-size",
     type=POSITIVE_INT,
@@ -443,7 +448,7 @@ CHECKPOINT = click.option(
 @user_errors
 def evaluate(run_dir: str, as_json: bool, **options) -> None:
     """ELBO and importance-sampled log p(x) of a run; writes RUN_DIR/evaluation.json (for another
-    split than test, RUN_DIR/evaluation-SPLIT.json)."""
+    split than test, RUN_DIR/evaluation-SPLIT.json; for the first N images, -firstN before .json)."""
     import json
 
     from pyrovae.evaluate import evaluate_run, summary
@@ -532,12 +537,15 @@ def interpolate(run_dir: str, **options) -> None:
 @click.option(
     "--split", type=click.Choice(SPLITS), default=EvalConfig.split, help="The runs' scores of this split."
 )
+@click.option(
+    "--num-points", type=POSITIVE_INT, default=None, help="Their scores of the split's first N images."
+)
 @user_errors
-def compare(run_dirs: tuple[str, ...], markdown: bool, split: str) -> None:
+def compare(run_dirs: tuple[str, ...], markdown: bool, split: str, num_points: int | None) -> None:
     """log p(x) of scored runs, and each run's paired difference against the first, image by image."""
     from pyrovae.compare import compare_runs, table
 
-    click.echo(table(compare_runs(list(run_dirs), split), markdown))
+    click.echo(table(compare_runs(list(run_dirs), split, num_points), markdown))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ SAME = ("dataset", "split", "num_points", "data")
 
 
 def read_evaluation(
-    run_dir: str | Path, split: str = "test"
+    run_dir: str | Path, split: str = "test", num_points: int | None = None
 ) -> tuple[dict[str, Any], list[int], list[float]]:
-    """The summary and the per-image ``(index, log_px)`` columns of a run scored on ``split``."""
+    """The summary and the per-image ``(index, log_px)`` columns of a run scored on ``split`` (on its
+    first ``num_points`` images, where given)."""
     run_dir = Path(run_dir)
-    summary_file, images_file = evaluation_files(split)
+    summary_file, images_file = evaluation_files(split, num_points)
     try:
         summary = json.loads((run_dir / summary_file).read_text())
         with open(run_dir / images_file, newline="") as f:
@@ -34,23 +35,28 @@ def read_evaluation(
         log_px = [float(r["log_px"]) for r in rows]
     except FileNotFoundError as e:
         raise UserError(
-            f"{run_dir} has no {Path(e.filename).name}: score it with evaluate --split {split} first"
+            f"{run_dir} has no {Path(e.filename).name}: score it with evaluate --split {split}"
+            + (f" --num-points {num_points}" if num_points is not None else "")
+            + " first"
         ) from None
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{run_dir}: its evaluation files cannot be read ({e})") from None
     return summary, index, log_px
 
 
-def compare_runs(run_dirs: list[str | Path], split: str = "test") -> list[dict[str, Any]]:
+def compare_runs(
+    run_dirs: list[str | Path], split: str = "test", num_points: int | None = None
+) -> list[dict[str, Any]]:
     """One row a run: its mean log p(x) and standard errors; for each run after the first, the paired
     difference of mean log p(x) against the first (``diff``, positive when the run is better) and its
-    standard error over images (``diff_stderr``)."""
+    standard error over images (``diff_stderr``). ``num_points``: their scores of the split's first N
+    images (``evaluate --num-points N``)."""
     if len(run_dirs) < 2:
         raise UserError("compare needs at least two runs")
-    first, first_index, first_log_px = read_evaluation(run_dirs[0], split)
+    first, first_index, first_log_px = read_evaluation(run_dirs[0], split, num_points)
     rows = []
     for run_dir in run_dirs:
-        summary, index, log_px = read_evaluation(run_dir, split)
+        summary, index, log_px = read_evaluation(run_dir, split, num_points)
         # The validation and train splits are the same images only for runs that held out as many.
         for key in SAME + (("held_out",) if first.get("split") != "test" else ()):
             if summary.get(key) != first.get(key):

@@ -21,18 +21,17 @@ from .model import VAE
 from .runs import load_run
 from .train import resolve_device
 
-EVALUATION = "evaluation.json"
-# One row per scored image, in the split's order: what a paired comparison of two runs reads.
-EVALUATION_IMAGES = "evaluation-images.csv"
 
-
-def evaluation_files(split: str) -> tuple[str, str]:
-    """The summary's and the per-image rows' file names for ``split``: the test split's are
-    ``evaluation.json`` and ``evaluation-images.csv``; another split's carry its name (so scoring the
-    validation split never replaces the test set's figures)."""
-    if split == "test":
-        return EVALUATION, EVALUATION_IMAGES
-    return f"evaluation-{split}.json", f"evaluation-{split}-images.csv"
+def evaluation_files(split: str, num_points: int | None = None) -> tuple[str, str]:
+    """The summary's and the per-image rows' file names for ``split``, or for its first
+    ``num_points`` images: the whole test split's are ``evaluation.json`` and
+    ``evaluation-images.csv``; another split's carry its name, and a score of the first N images
+    ``-firstN`` (so neither a look at the validation split nor a quick look at a few images ever
+    replaces the test set's figures)."""
+    stem = "evaluation" if split == "test" else f"evaluation-{split}"
+    if num_points is not None:
+        stem += f"-first{num_points}"
+    return f"{stem}.json", f"{stem}-images.csv"
 
 
 # A latent dimension is active when the variance over the data of E_q[z_d | x] exceeds this (Burda et al.).
@@ -40,8 +39,10 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[str, Any] | None:
-    """Score the run in ``run_dir`` and write ``evaluation.json`` there (another split than the test
-    set: ``evaluation-SPLIT.json``, see :func:`evaluation_files`); returns what it wrote.
+    """Score the run in ``run_dir`` and write ``evaluation.json`` there, with one row per scored image,
+    in the split's order, in ``evaluation-images.csv`` (what a paired comparison of two runs reads;
+    another split, or the first N images, go to other files: see :func:`evaluation_files`); returns
+    what it wrote.
 
     Figures are means over the split's images, in nats per image: ``elbo`` and ``log_px`` come from
     the same K importance weights per image (their mean log, and the log of their mean), so
@@ -124,7 +125,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     elbo = estimate.elbo.double() + offset
     per_image = zip(log_px.tolist(), elbo.tolist(), strict=True)
     rows = "".join(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(per_image))
-    summary_file, images_file = evaluation_files(config.split)
+    summary_file, images_file = evaluation_files(config.split, config.num_points)
     io.write_text(run_dir / images_file, "index,log_px,elbo\n" + rows)
     io.write_text(run_dir / summary_file, json.dumps(result, indent=2) + "\n")
     return result

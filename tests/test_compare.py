@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,18 @@ def two_scored_runs(tmp_path_factory):
     return runs
 
 
+# What `evaluate --num-points 150` writes: the first 150 test images' scores.
+SUMMARY, IMAGES = evaluation_files("test", 150)
+
+
 def _per_image(run):
-    with open(run / "evaluation-images.csv", newline="") as f:
+    with open(run / IMAGES, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_evaluate_writes_one_row_per_image_that_averages_to_its_summary(two_scored_runs):
     run = two_scored_runs[0]
-    rows, summary = _per_image(run), json.loads((run / "evaluation.json").read_text())
+    rows, summary = _per_image(run), json.loads((run / SUMMARY).read_text())
     assert [int(r["index"]) for r in rows] == list(range(150))
     assert math.isclose(sum(float(r["log_px"]) for r in rows) / 150, summary["log_px"], rel_tol=1e-12)
     assert math.isclose(sum(float(r["elbo"]) for r in rows) / 150, summary["elbo"], rel_tol=1e-12)
@@ -50,7 +55,7 @@ def test_evaluate_writes_one_row_per_image_that_averages_to_its_summary(two_scor
 
 def test_compare_gives_the_paired_difference_and_its_standard_error(two_scored_runs):
     a, b = two_scored_runs
-    result = invoke("compare", str(a), str(b), "--markdown")
+    result = invoke("compare", str(a), str(b), "--markdown", "--num-points", "150")
     assert result.exit_code == 0, result.output
     d = [float(y["log_px"]) - float(x["log_px"]) for x, y in zip(_per_image(a), _per_image(b), strict=True)]
     mean = sum(d) / len(d)
@@ -64,12 +69,30 @@ def test_compare_refuses_runs_scored_on_other_images(two_scored_runs, tmp_path):
     other = tmp_path / "other"
     assert invoke("fit", *TINY, "--epochs", "1", "--out", str(other)).exit_code == 0
     assert_one_line_error(invoke("compare", str(a), str(other)), "has no evaluation.json")
-    assert (
-        invoke("evaluate", str(other), "--num-samples", "5", "--no-compile", "--num-points", "100").exit_code
-        == 0
+    assert_one_line_error(
+        invoke("compare", str(a), str(other), "--num-points", "150"),
+        "has no evaluation-first150.json",
+        "--num-points 150",
     )
-    assert_one_line_error(invoke("compare", str(a), str(other)), "other images", "num_points")
+    # the same file name, but other images: a summary that says so is refused
+    (other / IMAGES).write_text((b / IMAGES).read_text())
+    (other / SUMMARY).write_text(json.dumps({**json.loads((b / SUMMARY).read_text()), "num_points": 149}))
+    assert_one_line_error(
+        invoke("compare", str(a), str(other), "--num-points", "150"), "other images", "num_points"
+    )
     assert_one_line_error(invoke("compare", str(a)), "at least two runs")
+
+
+def test_a_look_at_a_few_images_never_replaces_the_whole_test_sets_scores(two_scored_runs, tmp_path):
+    run = Path(shutil.copytree(two_scored_runs[0], tmp_path / "run"))
+    score = ("evaluate", str(run), "--num-samples", "3", "--no-compile")
+    assert invoke(*score).exit_code == 0
+    whole = (run / "evaluation.json").read_text(), (run / "evaluation-images.csv").read_text()
+    assert invoke(*score, "--num-points", "10").exit_code == 0
+    assert ((run / "evaluation.json").read_text(), (run / "evaluation-images.csv").read_text()) == whole
+    assert json.loads(whole[0])["num_points"] == 200
+    assert json.loads((run / "evaluation-first10.json").read_text())["num_points"] == 10
+    assert len((run / "evaluation-first10-images.csv").read_text().splitlines()) == 1 + 10
 
 
 @pytest.mark.parametrize("split, refused", [("validation", True), ("train", True), ("test", False)])
@@ -80,12 +103,12 @@ def test_compare_refuses_validation_or_train_scores_of_runs_that_held_out_other_
     for run, held_out in zip(two_scored_runs, (200, 300), strict=True):
         copy = tmp_path / run.name
         copy.mkdir()
-        summary = json.loads((run / "evaluation.json").read_text())
-        summary_file, images_file = evaluation_files(split)
+        summary = json.loads((run / SUMMARY).read_text())
+        summary_file, images_file = evaluation_files(split, 150)
         (copy / summary_file).write_text(json.dumps({**summary, "split": split, "held_out": held_out}))
-        (copy / images_file).write_text((run / "evaluation-images.csv").read_text())
+        (copy / images_file).write_text((run / IMAGES).read_text())
         copies.append(str(copy))
-    result = invoke("compare", *copies, "--split", split)
+    result = invoke("compare", *copies, "--split", split, "--num-points", "150")
     if refused:
         assert_one_line_error(result, "other images", "held_out")
     else:

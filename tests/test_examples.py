@@ -24,7 +24,7 @@ def test_example_trains_and_prints_log_px(name, tmp_path):
     result = CliRunner().invoke(example.main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "log p(x), IS estimate" in result.output and "bits per dimension" in result.output
-    assert (tmp_path / "run" / "evaluation.json").exists()
+    assert (tmp_path / "run" / "evaluation-first50.json").exists()
 
 
 def test_the_example_prior_is_learned(tmp_path):
