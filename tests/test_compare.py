@@ -5,6 +5,8 @@ import dataclasses
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from tests.test_cli import assert_one_line_error
 from tests.test_protocol import TINY
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+REPRODUCE = RECIPES[0].parent / "reproduce.py"
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +210,48 @@ def test_a_recipe_runs_from_the_command_line(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["epochs"], config["lr"], config["model"]["arch"]) == (1, 0.0005, "gated")
+
+
+def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_again(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    lines = ['dataset = "synthetic"', "epochs = 2", "batch_size = 50", "validation = 100"]
+    recipe.write_text("\n".join(lines + ["[model]", "z_dim = 2", "hidden_dims = [16]"]) + "\n")
+    script = Path(__file__).resolve().parents[1] / "recipes" / "reproduce.py"
+    command = [
+        sys.executable,
+        str(script),
+        str(recipe),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--num-samples",
+        "5",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "tiny"
+    scores = json.loads((run / "evaluation.json").read_text())
+    assert (scores["num_samples"], scores["epoch"], scores["split"]) == (5, 2, "test")
+    assert "fit --config" in first.stdout and "evaluate" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "fit --resume" in second.stdout and "scored already" in second.stdout
+    assert json.loads((run / "evaluation.json").read_text()) == scores
+    log = (tmp_path / "runs" / "tiny.log").read_text()
+    assert "fitting synthetic" in log and "resuming synthetic" in log
+
+
+def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('dataset = "synthetic"\nepochs = 0\n')
+    result = subprocess.run(
+        [sys.executable, str(REPRODUCE), str(recipe), str(recipe), "--runs", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and result.stdout.count("fit --config") == 1
+    assert (
+        "error: exit" in result.stderr
+        and "epochs must be a positive integer" in (tmp_path / "runs" / "bad.log").read_text()
+    )
+    assert not (tmp_path / "runs" / "bad").exists()
