@@ -214,7 +214,8 @@ def cli(imports: tuple[str, ...]) -> None:
 )
 @click.option(
     "--data-dir",
-    type=click.Path(file_okay=False),
+    # kept absolute, so that resume and evaluate find the data again from config.json, run from anywhere
+    type=click.Path(file_okay=False, resolve_path=True),
     default=None,
     help="Folder in torchvision's layout  [default: $PYROVAE_DATA, else ~/.cache/pyrovae]",
 )

@@ -220,6 +220,15 @@ def test_own_data_fits_and_later_commands_find_it_from_config_json(tmp_path, mon
     assert json.loads((tmp_path / "run" / "evaluation.json").read_text())["num_points"] == 30
 
 
+def test_a_relative_data_dir_is_kept_absolute_so_resume_finds_it_from_anywhere(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = invoke("fit", "--dataset", "synthetic", "--epochs", "1", "--data-dir", "data", "--out", "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data_dir"] == str((tmp_path / "data").resolve())
+
+
 def _bad_inputs(root: Path) -> dict:
     write_folder(root / "mixed-sizes", RNG.integers(0, 256, (2, 8, 8), dtype=np.uint8), np.array([0, 1]), "L")
     Image.fromarray(np.zeros((8, 12), np.uint8)).save(root / "mixed-sizes" / "class-1" / "odd.png")
