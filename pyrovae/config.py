@@ -54,6 +54,15 @@ def _positive_number(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def check_registered(kind: str, name: str, table: dict[str, type]) -> None:
+    """Raise ``ValueError`` where ``name`` names no part of ``kind`` in its registry ``table``."""
+    if name not in table:
+        raise ValueError(
+            f"{kind} {name!r} is not registered (registered: {', '.join(table)}); a part of your own "
+            "is found with --import MODULE, the module that registers it"
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The VAE: a prior over ``z`` of size ``z_dim``, a likelihood, MLPs with ``hidden_dims``, images of
@@ -102,11 +111,7 @@ class ModelConfig:
             ("model", self.family, MODELS),
             ("architecture", self.arch, NETWORKS),
         ):
-            if name not in table:
-                raise ValueError(
-                    f"{kind} {name!r} is not registered (registered: {', '.join(table)}); a part of your own "
-                    "is found with --import MODULE, the module that registers it"
-                )
+            check_registered(kind, name, table)
         NETWORKS[self.arch].check(self.image_shape)
         LIKELIHOODS[self.likelihood_name].check(self.image_shape)
         if self.family == "hvae" and self.guide != "gaussian":
@@ -166,8 +171,7 @@ class TrainConfig:
         from .loggers import LOGGERS
 
         for name in self.loggers:
-            if name not in LOGGERS:
-                raise ValueError(f"logger must be one of {', '.join(LOGGERS)}, got {name!r}")
+            check_registered("logger", name, LOGGERS)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a path, got {self.dataset!r}")
         if isinstance(self.test_fraction, bool) or not (
@@ -176,8 +180,7 @@ class TrainConfig:
             raise ValueError(f"test_fraction must be a number between 0 and 1, got {self.test_fraction!r}")
         from .objectives import OBJECTIVES
 
-        if self.elbo not in OBJECTIVES:
-            raise ValueError(f"elbo must be one of {', '.join(OBJECTIVES)}, got {self.elbo!r}")
+        check_registered("objective", self.elbo, OBJECTIVES)
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _positive_int("epochs", self.epochs)
