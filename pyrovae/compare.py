@@ -33,13 +33,17 @@ def read_evaluation(
             rows = list(csv.DictReader(f))
         index = [int(r["index"]) for r in rows]
         log_px = [float(r["log_px"]) for r in rows]
+        if not isinstance(summary, dict):
+            raise ValueError(f"{summary_file} holds no summary")
+        if not rows:
+            raise ValueError(f"{images_file} has no rows")
     except FileNotFoundError as e:
         raise UserError(
             f"{run_dir} has no {Path(e.filename).name}: score it with evaluate --split {split}"
             + (f" --num-points {num_points}" if num_points is not None else "")
             + " first"
         ) from None
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a folder where a file was, bytes, bad rows
         raise UserError(f"{run_dir}: its evaluation files cannot be read ({e})") from None
     return summary, index, log_px
 

@@ -36,7 +36,10 @@ def scored(run: Path) -> bool:
 @click.option("--num-samples", type=click.IntRange(min=1), default=5000, show_default=True)
 def main(recipes: tuple[str, ...], runs: str, data_dir: str | None, num_samples: int) -> None:
     root = Path(runs).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.ClickException(f"cannot make {root} ({e.strerror})") from None
     data = ("--data-dir", data_dir) if data_dir is not None else ()
     for recipe in map(Path, recipes):
         run = root / recipe.stem

@@ -4,12 +4,14 @@ run directory changed by a refused command. The cases it found are kept below as
 
 import hashlib
 import itertools
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyrovae.evaluate import evaluation_files
 from tests.conftest import invoke
 from tests.test_cli import assert_one_line_error
 
@@ -77,7 +79,7 @@ FIT_OPTIONS = {
     ),  # fmt: skip
     "--prior": choice(["normal", "mog", "vamp", "studentt"], ["flat"]),
     "--num-components": sizes(st.integers(1, 5)),
-    "--elbo": choice(["trace", "meanfield", "iwae", "iwae-dreg"], ["renyi"]),
+    "--elbo": choice(["trace", "meanfield", "iwae", "iwae-dreg"], ["rws"]),
     "--num-particles": sizes(st.integers(1, 3)),
     "--warmup": (_strings(st.integers(0, 2)), st.one_of(_strings(st.integers(-3, -1)), NOT_NUMBERS)),
     "--beta": NUMBERS,
@@ -153,6 +155,33 @@ def test_run_commands_under_any_options(synthetic_run, tmp_path_factory, case):
         assert _snapshot(synthetic_run) == before
 
 
+SUMMARIES = st.one_of(
+    st.sampled_from(["{}", "[]", "null", "3", '{"split": 1}', '{"num_points": [1]}', "", "{", "\xff"]),
+    st.dictionaries(st.sampled_from(["dataset", "split", "num_points", "data", "held_out", "log_px_stderr"]),
+                    st.one_of(st.none(), st.integers(), st.text(max_size=3), st.floats())).map(json.dumps),
+)  # fmt: skip
+CELLS = st.one_of(_strings(st.integers(-3, 3)), _strings(st.floats()), st.sampled_from(["", "x", "1e999"]))
+IMAGES = st.tuples(
+    st.sampled_from(["index,log_px,elbo", "index,log_px", "log_px", "", "index,elbo"]),
+    st.lists(st.lists(CELLS, min_size=0, max_size=3).map(",".join), max_size=4),
+).map(lambda t: "\n".join([t[0], *t[1]]) + "\n")
+
+
+@FUZZ
+@given(files=st.lists(st.tuples(SUMMARIES, IMAGES), min_size=2, max_size=2),
+       markdown=st.booleans(), split=st.sampled_from(["test", "validation"]))  # fmt: skip
+def test_compare_under_any_evaluation_files(tmp_path_factory, files, markdown, split):
+    runs = []
+    for summary, images in files:
+        run = tmp_path_factory.getbasetemp() / f"fuzz-compare-{next(_count)}"
+        run.mkdir()
+        summary_file, images_file = evaluation_files(split)
+        (run / summary_file).write_bytes(summary.encode("utf-8", "surrogateescape"))
+        (run / images_file).write_text(images)
+        runs.append(str(run))
+    _check(invoke("compare", *runs, "--split", split, *(["--markdown"] if markdown else [])))
+
+
 # What the fuzz (and a new user, before it) found: each was a traceback or a process killed for memory.
 @pytest.mark.parametrize(
     "args, fragment",
@@ -196,3 +225,18 @@ def test_found_run_command_inputs_are_one_line_errors(synthetic_run, args, fragm
     command, *options = args
     assert_one_line_error(invoke(command, str(synthetic_run), *options), fragment)
     assert _snapshot(synthetic_run) == before
+
+
+@pytest.mark.parametrize(
+    "summary, images, fragment",
+    [
+        ("[]", "index,log_px,elbo\n0,1,1\n", "holds no summary"),  # was an AttributeError
+        ("{}", "index,log_px,elbo\n", "has no rows"),  # was a ZeroDivisionError
+    ],
+)
+def test_found_compare_inputs_are_one_line_errors(tmp_path, summary, images, fragment):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "evaluation.json").write_text(summary)
+        (tmp_path / name / "evaluation-images.csv").write_text(images)
+    assert_one_line_error(invoke("compare", str(tmp_path / "a"), str(tmp_path / "b")), fragment)

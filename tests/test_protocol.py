@@ -138,7 +138,7 @@ def test_the_validation_split_is_fixed_and_disjoint_from_training():
         (["--early-stopping", "0"], "'--early-stopping'"),
         (["--early-stopping", "3"], "needs a validation split"),
         (["--validation", "1000"], "leaves no training images"),
-        (["--elbo", "renyi"], "'--elbo'"),
+        (["--elbo", "rws"], "'--elbo'"),
     ],
 )
 def test_bad_protocol_option_is_a_one_line_error(tmp_path, args, fragment):
