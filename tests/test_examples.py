@@ -1,6 +1,7 @@
 """Every example runs, on tiny synthetic data, as its docstring says."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,25 @@ def test_the_example_objective_is_iwae_at_alpha_0_and_the_elbo_as_alpha_goes_to_
     renyi.alpha = 1 - 1e-6
     assert torch.allclose(renyi.bound(log_w), log_w.mean(0), atol=1e-4)
     assert torch.allclose(renyi.static_loss(log_w), -renyi.bound(log_w).sum())
+
+
+def test_measure_swaps_prints_one_row_per_likelihood_and_prior(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "synthetic", "NUM_SAMPLES": "5"}
+    out = tmp_path / "swaps"  # not made beforehand: the script makes it
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "measure_swaps.sh"), str(tmp_path / "data"), str(out), "1"],
+        cwd=EXAMPLES.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    assert len(rows) == 7 and {r[1].strip() for r in rows} >= {"bernoulli", "discretized-logistic"}
+    for row in rows:
+        elbo, log_px = float(row[4]), float(row[5].split("±")[0])
+        assert log_px >= elbo  # the same K weights: the log of their mean is at least their mean log
