@@ -8,16 +8,23 @@ One run at a time, in order, each in a fresh process, by exactly the commands th
 that has a checkpoint: exact, and a finished run stops at once), then ``cli.py evaluate RUNS/NAME
 --num-samples 5000`` unless ``evaluation.json`` already scores its latest checkpoint. Each command's
 output is appended to ``RUNS/NAME.log``; the first that fails stops the rest. Stopped (a session's end,
-Ctrl-C), the same command later carries on where it left off.
+Ctrl-C), the same command later carries on where it left off. ``--status`` runs nothing and prints
+where each recipe's run stands, as a Markdown table (what the README's table is filled from).
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyrovae, run from anywhere
+from pyrovae import io, runs  # noqa: E402
+from pyrovae.config import TrainConfig  # noqa: E402
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
 
@@ -29,13 +36,49 @@ def scored(run: Path) -> bool:
     return evaluation.exists() and evaluation.stat().st_mtime >= checkpoints[0].stat().st_mtime
 
 
+def status(run: Path) -> list[str]:
+    """A table row: epochs trained, the best validation ELBO, whether training is over, the hours of
+    the ``seconds`` column (training alone, and any pause of the process), and the scored log p(x)."""
+    if not (run / io.METRICS).exists():
+        return ["0", "", "not started", "", "", ""]
+    config = TrainConfig.from_dict(json.loads((run / io.CONFIG).read_text()))
+    metrics = io.read_metrics(run)
+    best = runs.best_epoch(metrics)
+    if runs.stopped_early(config, metrics):
+        state = "stopped early"
+    else:
+        state = "finished" if len(metrics) >= config.epochs else "in progress"
+    seconds = [m["seconds"] for m in metrics]
+    row = [
+        f"{len(metrics)} of {config.epochs}",
+        f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
+        state,
+        f"{sum(seconds) / 3600:.2f}",
+        f"{statistics.median(seconds):.1f} s",
+    ]
+    scores = json.loads((run / "evaluation.json").read_text()) if scored(run) else None
+    row.append(f"{scores['log_px']:.2f} ± {scores['log_px_stderr_images']:.2f}" if scores else "")
+    return row
+
+
 @click.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--runs", type=click.Path(file_okay=False), default="~/pyrovae-runs", show_default=True)
+@click.option(
+    "--runs", "runs_dir", type=click.Path(file_okay=False), default="~/pyrovae-runs", show_default=True
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="  [default: $PYROVAE_DATA]")
 @click.option("--num-samples", type=click.IntRange(min=1), default=5000, show_default=True)
-def main(recipes: tuple[str, ...], runs: str, data_dir: str | None, num_samples: int) -> None:
-    root = Path(runs).expanduser()
+@click.option("--status", "show_status", is_flag=True, help="Run nothing; print where each run stands.")
+def main(
+    recipes: tuple[str, ...], runs_dir: str, data_dir: str | None, num_samples: int, show_status: bool
+) -> None:
+    root = Path(runs_dir).expanduser()
+    if show_status:
+        click.echo("| recipe | epochs | best validation ELBO | training | hours | median epoch | log p(x) |")
+        click.echo("| --- | --- | --- | --- | --- | --- | --- |")
+        for recipe in map(Path, recipes):
+            click.echo("| " + " | ".join([recipe.stem, *status(root / recipe.stem)]) + " |")
+        return
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -238,6 +238,13 @@ def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_a
     assert json.loads((run / "evaluation.json").read_text()) == scores
     log = (tmp_path / "runs" / "tiny.log").read_text()
     assert "fitting synthetic" in log and "resuming synthetic" in log
+    status = subprocess.run([*command, "--status"], capture_output=True, text=True, timeout=120)
+    cells = [c.strip() for c in status.stdout.splitlines()[-1].split("|")[1:-1]]
+    assert cells[:4] == ["tiny", "2 of 2", cells[2], "finished"] and cells[2].endswith(
+        f"(epoch {int(scores['epoch'])})"
+    )
+    assert cells[6] == f"{scores['log_px']:.2f} ± {scores['log_px_stderr_images']:.2f}"
+    assert json.loads((run / "evaluation.json").read_text()) == scores  # --status ran nothing
 
 
 def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
