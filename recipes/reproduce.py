@@ -1,7 +1,7 @@
 """Reproduce the README's table row by row: fit each recipe's run (or carry it on), then score it.
 
-    nohup python recipes/reproduce.py recipes/mnist-vampprior.toml recipes/mnist-hvae.toml \\
-        --runs ~/pyrovae-runs --data-dir ../shared/data > ~/pyrovae-runs/reproduce.log 2>&1 &
+    nohup python recipes/reproduce.py recipes/{mnist,fashionmnist}-{vae,vampprior,hvae,iaf}.toml \\
+        --runs ~/pyrovae-runs --data-dir ../shared/data >> ~/pyrovae-runs/reproduce.log 2>&1 &
 
 One run at a time, in order, each in a fresh process, by exactly the commands the README gives:
 ``cli.py fit --config RECIPE --out RUNS/NAME`` for a run not begun (``fit --resume RUNS/NAME`` for one
@@ -39,26 +39,34 @@ def scored(run: Path) -> bool:
 def status(run: Path) -> list[str]:
     """A table row: epochs trained, the best validation ELBO, whether training is over, the hours of
     the ``seconds`` column (training alone, and any pause of the process), and the scored log p(x)."""
-    if not (run / io.METRICS).exists():
+    try:
+        return _status(run)
+    except FileNotFoundError:
         return ["0", "", "not started", "", "", ""]
+    except (OSError, ValueError, TypeError, KeyError) as e:  # a run dir written by hand, or half copied
+        return ["", "", f"unreadable ({e!r})", "", "", ""]
+
+
+def _status(run: Path) -> list[str]:
     config = TrainConfig.from_dict(json.loads((run / io.CONFIG).read_text()))
     metrics = io.read_metrics(run)
+    if not metrics:
+        return [f"0 of {config.epochs}", "", "not started", "", "", ""]
     best = runs.best_epoch(metrics)
     if runs.stopped_early(config, metrics):
         state = "stopped early"
     else:
         state = "finished" if len(metrics) >= config.epochs else "in progress"
     seconds = [m["seconds"] for m in metrics]
-    row = [
+    scores = json.loads((run / "evaluation.json").read_text()) if scored(run) else None
+    return [
         f"{len(metrics)} of {config.epochs}",
         f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
         state,
         f"{sum(seconds) / 3600:.2f}",
         f"{statistics.median(seconds):.1f} s",
+        f"{scores['log_px']:.2f} ± {scores['log_px_stderr_images']:.2f}" if scores else "",
     ]
-    scores = json.loads((run / "evaluation.json").read_text()) if scored(run) else None
-    row.append(f"{scores['log_px']:.2f} ± {scores['log_px_stderr_images']:.2f}" if scores else "")
-    return row
 
 
 @click.command()
@@ -85,24 +93,27 @@ def main(
         raise click.ClickException(f"cannot make {root} ({e.strerror})") from None
     data = ("--data-dir", data_dir) if data_dir is not None else ()
     for recipe in map(Path, recipes):
-        run = root / recipe.stem
-        steps = [
-            ("fit", "--resume", str(run))
-            if (run / "checkpoint.pt").exists()
-            else ("fit", "--config", str(recipe), "--out", str(run), *data)
-        ]
-        steps.append(("evaluate", str(run), "--num-samples", str(num_samples), *data))
-        for step in steps:
-            if step[0] == "evaluate" and scored(run):
-                click.echo(f"{run} is scored already (evaluation.json is newer than its checkpoint)")
-                continue
-            command = [sys.executable, str(CLI), *step]
-            click.echo(" ".join(command))
-            with open(root / f"{recipe.stem}.log", "a") as log:
-                code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-            if code != 0:
-                click.echo(f"error: exit {code}; see {root / f'{recipe.stem}.log'}", err=True)
-                sys.exit(code)
+        carry_on(recipe, root, data, num_samples)
+
+
+def carry_on(recipe: Path, root: Path, data: tuple[str, ...], num_samples: int) -> None:
+    """Fit or resume ``recipe``'s run in ``root``, then score it; exit as the first failing command did."""
+    run, log = root / recipe.stem, root / f"{recipe.stem}.log"
+    if (run / "checkpoint.pt").exists():
+        fit = ("fit", "--resume", str(run))
+    else:
+        fit = ("fit", "--config", str(recipe), "--out", str(run), *data)
+    for step in (fit, ("evaluate", str(run), "--num-samples", str(num_samples), *data)):
+        if step[0] == "evaluate" and scored(run):
+            click.echo(f"{run} is scored already (evaluation.json is newer than its checkpoint)")
+            continue
+        command = [sys.executable, str(CLI), *step]
+        click.echo(" ".join(command))
+        with open(log, "a") as f:
+            code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            click.echo(f"error: exit {code}; see {log}", err=True)
+            sys.exit(code)
 
 
 if __name__ == "__main__":
