@@ -78,6 +78,9 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
                 raise UserError(f"{len(x)} images cannot be shared among {group.world_size} processes")
             needed = memory.evaluation_bytes(train_config.model, config, len(mine))
             memory.check_fits(needed, device, "this evaluation")
+            if group.is_main:  # where the result goes, checked before the hours of scoring
+                files = evaluation_files(config.split, config.num_points)
+                io.check_writable(*(run_dir / name for name in files))
         pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))
         start = time.perf_counter()
         estimate = importance_estimate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -41,6 +42,21 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         if isinstance(e, OSError) and e.filename == str(tmp):  # name the file asked for, not ours
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def check_writable(*paths: Path) -> None:
+    """Raise the ``OSError`` that writing ``paths`` would raise later (a folder in a file's place, a
+    folder that takes no new file), so that a long job fails before it starts, not after."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for folder in {Path(path).parent for path in paths}:
+        probe = folder / f".probe.{os.getpid()}.tmp"
+        try:
+            open(probe, "wb").close()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(folder)) from None
+        probe.unlink()
 
 
 def write_text(path: Path, text: str) -> None:

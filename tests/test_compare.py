@@ -262,3 +262,15 @@ def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
         and "epochs must be a positive integer" in (tmp_path / "runs" / "bad.log").read_text()
     )
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_evaluate_finds_an_unwritable_result_before_it_scores(two_scored_runs, tmp_path, monkeypatch):
+    import pyrovae.evaluate
+
+    run = Path(shutil.copytree(two_scored_runs[0], tmp_path / "run"))
+    (run / "evaluation.json").mkdir()  # where the summary would go
+    monkeypatch.setattr(pyrovae.evaluate, "importance_estimate", lambda *a, **k: pytest.fail("scored"))
+    result = invoke("evaluate", str(run), "--num-samples", "3", "--no-compile")
+    assert_one_line_error(result, "cannot write", "evaluation.json", "Is a directory")
+    assert not (run / "evaluation-images.csv").exists()
+    assert not list(run.glob(".probe*"))
