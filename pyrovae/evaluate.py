@@ -78,9 +78,9 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
                 raise UserError(f"{len(x)} images cannot be shared among {group.world_size} processes")
             needed = memory.evaluation_bytes(train_config.model, config, len(mine))
             memory.check_fits(needed, device, "this evaluation")
+            summary_file, images_file = evaluation_files(config.split, config.num_points)
             if group.is_main:  # where the result goes, checked before the hours of scoring
-                files = evaluation_files(config.split, config.num_points)
-                io.check_writable(*(run_dir / name for name in files))
+                io.check_writable(run_dir / summary_file, run_dir / images_file)
         pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))
         start = time.perf_counter()
         estimate = importance_estimate(
@@ -128,7 +128,6 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
     elbo = estimate.elbo.double() + offset
     per_image = zip(log_px.tolist(), elbo.tolist(), strict=True)
     rows = "".join(f"{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(per_image))
-    summary_file, images_file = evaluation_files(config.split, config.num_points)
     io.write_text(run_dir / images_file, "index,log_px,elbo\n" + rows)
     io.write_text(run_dir / summary_file, json.dumps(result, indent=2) + "\n")
     return result

@@ -47,10 +47,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 def check_writable(*paths: Path) -> None:
     """Raise the ``OSError`` that writing ``paths`` would raise later (a folder in a file's place, a
     folder that takes no new file), so that a long job fails before it starts, not after."""
-    for path in map(Path, paths):
+    for path in paths:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    for folder in {Path(path).parent for path in paths}:
+    for folder in {path.parent for path in paths}:
         probe = folder / f".probe.{os.getpid()}.tmp"
         try:
             open(probe, "wb").close()

@@ -25,14 +25,16 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyrovae, run from anywhere
 from pyrovae import io, runs  # noqa: E402
 from pyrovae.config import TrainConfig  # noqa: E402
+from pyrovae.evaluate import evaluation_files  # noqa: E402
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
+SUMMARY = evaluation_files("test")[0]  # the whole test set's scores, what a row reports
 
 
 def scored(run: Path) -> bool:
     """Whether ``evaluation.json`` is newer than the checkpoint ``evaluate`` scores (the best one)."""
-    evaluation = run / "evaluation.json"
-    checkpoints = [p for p in (run / "checkpoint-best.pt", run / "checkpoint.pt") if p.exists()]
+    evaluation = run / SUMMARY
+    checkpoints = [p for p in (run / io.BEST_CHECKPOINT, run / io.CHECKPOINT) if p.exists()]
     return evaluation.exists() and evaluation.stat().st_mtime >= checkpoints[0].stat().st_mtime
 
 
@@ -58,7 +60,7 @@ def _status(run: Path) -> list[str]:
     else:
         state = "finished" if len(metrics) >= config.epochs else "in progress"
     seconds = [m["seconds"] for m in metrics]
-    scores = json.loads((run / "evaluation.json").read_text()) if scored(run) else None
+    scores = json.loads((run / SUMMARY).read_text()) if scored(run) else None
     return [
         f"{len(metrics)} of {config.epochs}",
         f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
@@ -99,7 +101,7 @@ def main(
 def carry_on(recipe: Path, root: Path, data: tuple[str, ...], num_samples: int) -> None:
     """Fit or resume ``recipe``'s run in ``root``, then score it; exit as the first failing command did."""
     run, log = root / recipe.stem, root / f"{recipe.stem}.log"
-    if (run / "checkpoint.pt").exists():
+    if (run / io.CHECKPOINT).exists():
         fit = ("fit", "--resume", str(run))
     else:
         fit = ("fit", "--config", str(recipe), "--out", str(run), *data)

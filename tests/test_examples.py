@@ -50,15 +50,21 @@ def test_example_trains_and_prints_log_px(name, tmp_path):
     assert (tmp_path / "run" / "evaluation-first50.json").exists()
 
 
-def test_the_example_prior_is_learned(tmp_path):
-    import torch
-
+def trained(name: str, run_dir: Path):
+    """The model and config of example ``name``, trained 2 epochs on synthetic data into ``run_dir``."""
     from pyrovae.runs import load_run
 
     args = ["--dataset", "synthetic", "--epochs", "2", "--num-samples", "5", "--num-points", "10",
-            "--out", str(tmp_path / "r")]  # fmt: skip
-    assert CliRunner().invoke(load("swap_prior").main, args).exit_code == 0
-    vae, config, _ = load_run(tmp_path / "r")
+            "--out", str(run_dir)]  # fmt: skip
+    assert CliRunner().invoke(load(name).main, args).exit_code == 0
+    vae, config, _ = load_run(run_dir)
+    return vae, config
+
+
+def test_the_example_prior_is_learned(tmp_path):
+    import torch
+
+    vae, config = trained("swap_prior", tmp_path / "r")
     assert config.model.prior == "learned-normal"
     assert not torch.equal(vae.model.p_z.loc, torch.zeros_like(vae.model.p_z.loc))
 
@@ -82,12 +88,7 @@ def test_the_example_guide_learns_correlations_and_is_a_normalised_density(tmp_p
     import pyro.distributions as dist
     import torch
 
-    from pyrovae.runs import load_run
-
-    args = ["--dataset", "synthetic", "--epochs", "2", "--num-samples", "5", "--num-points", "10",
-            "--out", str(tmp_path / "r")]  # fmt: skip
-    assert CliRunner().invoke(load("swap_guide").main, args).exit_code == 0
-    vae, config, _ = load_run(tmp_path / "r")
+    vae, config = trained("swap_guide", tmp_path / "r")
     assert config.model.guide == "full-covariance"
     x = torch.rand(3, 784).round()
     q = vae.guide.posterior(x)
