@@ -4,8 +4,8 @@
 784-400-20 MLPs with ReLU, softplus scale, Bernoulli pixels binarized afresh every batch, the closed-form
 KL, Adam at 1e-3, batch 128; the images read with torchvision and turned into floats once. By default
 it is the fastest honest loop (``u < p`` binarization, fused Adam); ``--notebook`` gives it the
-notebooks' ``torch.bernoulli`` and plain Adam. Prints one line per epoch: ``epoch <n> <seconds>``,
-the training pass alone, as ``fit``'s ``seconds`` column.
+notebooks' ``torch.bernoulli`` and plain Adam. Prints one line per epoch: ``epoch <n> <seconds> train ELBO
+<nats>``, the seconds of the training pass alone, as ``fit``'s ``seconds`` column.
 
     python benchmarks/hand_vae.py --data-dir ../shared/data --dataset fashionmnist --epochs 2
 """
