@@ -518,6 +518,18 @@ def latent(run_dir: str, **options) -> None:
 
 @cli.command()
 @RUN_DIR
+@OUT
+@user_errors
+def curves(run_dir: str, **options) -> None:
+    """The training bound, validation and test ELBO per epoch from metrics.csv (elbo.png); works while
+    the run still trains."""
+    from pyrovae import views
+
+    _echo_paths(views.curves(run_dir, **options))
+
+
+@cli.command()
+@RUN_DIR
 @click.option("--pairs", type=POSITIVE_INT, default=6)
 @click.option("--steps", type=click.IntRange(min=2), default=10)
 @OUT

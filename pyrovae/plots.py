@@ -17,14 +17,16 @@ import torch
 from .data import CIFAR10_CLASSES
 from .io import atomic_write
 from .model import VAE
+from .runs import best_epoch
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image, ImageFont
 
-# Pillow's drawing colours: matplotlib's first two default colours, for the train and test curves.
-CURVE_COLOURS = {"train": (31, 119, 180), "test": (255, 127, 14)}
-GRID_GREY = (225, 225, 225)
+# Pillow's drawing colours: matplotlib's first three default colours, one a curve of metrics.csv's.
+CURVE_COLOURS = {"train bound": (31, 119, 180), "validation": (44, 160, 44), "test": (255, 127, 14)}
+CURVE_COLUMNS = {"train bound": "train_elbo", "validation": "valid_elbo", "test": "test_elbo"}
+GRID_GREY, BEST_COLOUR = (225, 225, 225), (214, 39, 40)  # not a grey: text is drawn in greys
 
 
 def image_grid(images: torch.Tensor, image_shape: tuple[int, ...], ncols: int) -> torch.Tensor:
@@ -135,49 +137,86 @@ def _tick_label(value: float, step: float) -> str:
     return f"{value:.{max(0, -math.floor(math.log10(step)))}f}" if step < 1 else f"{value:.0f}"
 
 
+def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
+    """``(k, ticks)``: the y ticks of the curves, fitted to every epoch after the first ``k``.
+
+    A long run's first epochs sit tens of nats below where it ends (epoch 1 near -270, the last near -85
+    on MNIST): a range that held them would press the part worth reading, the gap between training and
+    validation and the plateau, into a few pixels. Runs of more than 20 epochs leave their first 5% out
+    of the range (their curves leave the frame at its bottom edge, and the title says so)."""
+    k = len(metrics) // 20 if len(metrics) > 20 else 0
+    values = [v for m in metrics[k:] for v in _curve_values(m)]
+    return k, nice_ticks(min(values), max(values))
+
+
+def _curve_values(row: dict[str, float]) -> list[float]:
+    return [row[c] for c in CURVE_COLUMNS.values() if row.get(c) is not None]
+
+
 def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
-    """Train and test ELBO per epoch, on round ticks, as a 640 x 420 PNG."""
+    """The training bound, validation and test ELBO per epoch, on round ticks, the epoch of the best
+    validation ELBO marked (the checkpoint the other pictures and ``evaluate`` use): a 640 x 440 PNG."""
     from PIL import Image, ImageDraw
 
     epochs = [m["epoch"] for m in metrics]
-    curves = {name: [m[f"{name}_elbo"] for m in metrics] for name in CURVE_COLOURS}
-    xs, ys = (
-        nice_ticks(min(epochs), max(epochs)),
-        nice_ticks(min(map(min, curves.values())), max(map(max, curves.values()))),
-    )
-    xs = [x for x in xs if x == int(x)] or [min(epochs)]  # epochs are whole
-    width, height, left, right, top, bottom = 640, 420, 78, 20, 16, 56
+    curves = {
+        name: [(m["epoch"], m[column]) for m in metrics if m.get(column) is not None]
+        for name, column in CURVE_COLUMNS.items()
+    }
+    curves = {name: points for name, points in curves.items() if points}  # no validation split: no curve
+    skipped, ys = elbo_range(metrics)
+    xs = [x for x in nice_ticks(min(epochs), max(epochs)) if x == int(x)] or [min(epochs)]  # whole epochs
+    width, height, left, right, top, bottom = 640, 440, 78, 20, 36, 56
     x0, x1, y0, y1 = min(xs[0], min(epochs)), max(xs[-1], max(epochs)), ys[0], ys[-1]  # y1 > y0 always
     x1 = x1 if x1 > x0 else x0 + 1  # a single epoch
+    plot_width, plot_height = width - left - right, height - top - bottom
 
     def at(epoch: float, value: float) -> tuple[float, float]:
-        """Pixel coordinates of a point of the plot."""
-        x = left + (epoch - x0) / (x1 - x0) * (width - left - right)
-        return x, height - bottom - (value - y0) / (y1 - y0) * (height - top - bottom)
+        """Pixel coordinates in the plot area (the frame's inside), where the curves are drawn."""
+        return (epoch - x0) / (x1 - x0) * (plot_width - 1), (y1 - value) / (y1 - y0) * (plot_height - 1)
 
     canvas = Image.new("RGB", (width, height), "white")
-    draw, font = ImageDraw.Draw(canvas), _font(13)
+    area = Image.new("RGB", (plot_width, plot_height), "white")  # what leaves it is cut at the frame
+    draw, inside, font = ImageDraw.Draw(canvas), ImageDraw.Draw(area), _font(13)
     for value in ys:  # nice_ticks gives at least two
         _, y = at(x0, value)
-        draw.line([(left, y), (width - right, y)], fill=GRID_GREY)
-        draw.text((left - 6, y), _tick_label(value, ys[1] - ys[0]), fill="black", font=font, anchor="rm")
+        inside.line([(0, y), (plot_width, y)], fill=GRID_GREY)
+        tick = _tick_label(value, ys[1] - ys[0])
+        draw.text((left - 6, top + y), tick, fill="black", font=font, anchor="rm")
     for epoch in xs:
         x, _ = at(epoch, y0)
-        draw.line([(x, top), (x, height - bottom)], fill=GRID_GREY)
-        draw.text((x, height - bottom + 6), f"{epoch:.0f}", fill="black", font=font, anchor="ma")
-    draw.rectangle([(left, top), (width - right, height - bottom)], outline="black")
-    for name, values in curves.items():
-        points = [at(e, v) for e, v in zip(epochs, values, strict=True)]
+        inside.line([(x, 0), (x, plot_height)], fill=GRID_GREY)
+        draw.text((left + x, height - bottom + 6), f"{epoch:.0f}", fill="black", font=font, anchor="ma")
+    best = best_epoch(metrics)
+    if best is not None:
+        x, _ = at(best, y0)
+        for y in range(0, plot_height, 8):  # dashed
+            inside.line([(x, y), (x, min(y + 4, plot_height))], fill=BEST_COLOUR)
+    for name, points in curves.items():
+        pixels = [at(e, v) for e, v in points]
         colour = CURVE_COLOURS[name]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        if len(points) <= 60:  # markers while they stay apart
-            for x, y in points:
-                draw.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=colour)
-    for i, (name, colour) in enumerate(CURVE_COLOURS.items()):  # the legend, bottom right
-        y = height - bottom - 40 + 18 * i
-        draw.line([(width - right - 90, y), (width - right - 66, y)], fill=colour, width=2)
-        draw.text((width - right - 60, y), name, fill="black", font=font, anchor="lm")
+        if len(pixels) > 1:
+            inside.line(pixels, fill=colour, width=2)
+        if len(pixels) <= 60:  # markers while they stay apart
+            for x, y in pixels:
+                inside.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=colour)
+    legend_top = plot_height - 14 - 18 * len(curves)
+    inside.rectangle([(plot_width - 110, legend_top), (plot_width - 1, plot_height - 1)], fill="white")
+    for i, name in enumerate(curves):  # the legend, bottom right
+        y = legend_top + 12 + 18 * i
+        inside.line([(plot_width - 100, y), (plot_width - 76, y)], fill=CURVE_COLOURS[name], width=2)
+        inside.text((plot_width - 70, y), name, fill="black", font=font, anchor="lm")
+    canvas.paste(area, (left, top))
+    draw.rectangle([(left - 1, top - 1), (width - right, height - bottom)], outline="black")
+    title = []
+    if best is not None:
+        row = next(m for m in metrics if m["epoch"] == best)
+        title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed red line)")
+    low = [m["epoch"] for m in metrics[:skipped] if min(_curve_values(m)) < y0]
+    if low:
+        span = f"epoch {low[0]:.0f}" if len(low) == 1 else f"epochs {low[0]:.0f}-{low[-1]:.0f}"
+        title.append(f"{span} below the frame")
+    draw.text(((left + width - right) / 2, 10), "; ".join(title), fill="black", font=font, anchor="ma")
     draw.text(((left + width - right) / 2, height - 22), "epoch", fill="black", font=font, anchor="ma")
     label = Image.new("RGB", (220, 18), "white")
     ImageDraw.Draw(label).text((110, 9), "ELBO (nats per image)", fill="black", font=font, anchor="mm")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyro
 
-from . import plots
+from . import io, plots
 from .data import Dataset, fixed_representation, load_dataset
 from .errors import UserError
 from .model import VAE
@@ -122,3 +122,25 @@ def interpolate(
     path = _target(run_dir, out, "interpolations.png")
     plots.save_interpolations(vae, x, path, pairs, steps)
     return [path]
+
+
+def curves(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
+    """``elbo.png``: the ELBO curves from ``metrics.csv`` alone (no checkpoint, no data), so a run still
+    training can be looked at between its epochs."""
+    path = Path(run_dir) / io.METRICS
+    try:
+        metrics = io.read_metrics(Path(run_dir))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} has no {io.METRICS}: no epoch has ended there") from None
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:  # TypeError: a row's cells miscounted
+        raise UserError(f"cannot read {path}: {e}") from None
+    if not metrics:
+        raise UserError(f"{path} holds no epoch yet")
+    for row in metrics:
+        values = [row.get("epoch"), row.get("train_elbo"), row.get("test_elbo"), row.get("valid_elbo") or 0.0]
+        numbers = all(isinstance(v, float) and abs(v) < 1e15 for v in values)  # finite, and far from overflow
+        if not numbers or values[0] != int(values[0]):
+            raise UserError(f"{path} has a row that fit does not write: {row}")
+    target = _target(run_dir, out, "elbo.png")
+    plots.save_elbo_curves(metrics, target)
+    return [target]

@@ -182,6 +182,26 @@ def test_compare_under_any_evaluation_files(tmp_path_factory, files, markdown, s
     _check(invoke("compare", *runs, "--split", split, *(["--markdown"] if markdown else [])))
 
 
+METRIC_CELLS = st.one_of(
+    _strings(st.integers(-3, 2000)), _strings(st.floats()), st.sampled_from(["", "x", "1e999", "-1e308"])
+)
+METRICS_FILES = st.tuples(
+    st.sampled_from(["epoch,train_elbo,valid_elbo,test_elbo,seconds", "epoch,train_elbo,test_elbo", "", "x"]),
+    st.lists(st.lists(METRIC_CELLS, min_size=0, max_size=6).map(",".join), max_size=5),
+).map(lambda t: "\n".join([t[0], *t[1]]) + "\n")
+
+
+@FUZZ
+@given(metrics=METRICS_FILES)
+def test_curves_under_any_metrics_file(tmp_path_factory, metrics):
+    run = tmp_path_factory.getbasetemp() / f"fuzz-curves-{next(_count)}"
+    run.mkdir()
+    (run / "metrics.csv").write_text(metrics)
+    result = invoke("curves", str(run))
+    _check(result)
+    assert (run / "elbo.png").exists() == (result.exit_code == 0)
+
+
 # What the fuzz (and a new user, before it) found: each was a traceback or a process killed for memory.
 @pytest.mark.parametrize(
     "args, fragment",

@@ -1,4 +1,5 @@
-"""``sample``, ``reconstruct``, ``latent`` and ``interpolate`` on a run made by ``fit``: files and content."""
+"""``sample``, ``reconstruct``, ``latent``, ``interpolate`` and ``curves`` on a run made by ``fit``: files and
+content."""
 
 import json
 import math
@@ -14,6 +15,7 @@ from pyrovae import plots
 from pyrovae.data import binarize_fixed, synthetic_dataset
 from pyrovae.runs import load_run
 from tests.conftest import invoke
+from tests.test_cli import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def trained(synthetic_run):
         (["reconstruct"], ["reconstructions.png"]),
         (["latent"], ["latent.png", "manifold.png"]),
         (["interpolate", "--pairs", "3", "--steps", "5"], ["interpolations.png"]),
+        (["curves"], ["elbo.png"]),
     ],
 )
 def test_command_writes_and_prints_its_pictures(synthetic_run, tmp_path, command, files):
@@ -123,8 +126,6 @@ def test_loggers_write_their_logs_inside_the_run_directory_offline(tmp_path):
 def test_a_missing_logger_is_a_one_line_error_before_training(tmp_path, monkeypatch, name, module):
     import sys
 
-    from tests.test_cli import assert_one_line_error
-
     monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
     result = invoke("fit", "--dataset", "synthetic", "--logger", name, "--out", str(tmp_path / "r"))
     assert_one_line_error(result, f"--logger {name} needs the {name} package", f".[{name}]")
@@ -149,21 +150,91 @@ def test_nice_ticks_are_few_round_and_span_the_range(low, high):
     assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-9
 
 
-def test_the_elbo_picture_draws_both_curves_where_their_values_are(tmp_path):
+def _pixels_of(path) -> torch.Tensor:
     from PIL import Image
 
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).int()  # (H, W, 3)
+
+
+def _rows_and_columns(image: torch.Tensor, colour: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return (image == torch.tensor(colour)).all(-1).nonzero(as_tuple=True)
+
+
+# The plot area of elbo.png: the frame's inside (plots.save_elbo_curves' margins).
+LEFT, TOP, PLOT_WIDTH, PLOT_HEIGHT = 78, 36, 640 - 78 - 20, 440 - 36 - 56
+
+
+def test_the_elbo_picture_draws_each_curve_where_its_values_are(tmp_path):
     metrics = [{"epoch": e, "train_elbo": -300 + 10 * e, "test_elbo": -250.0} for e in range(1, 6)]
     plots.save_elbo_curves(metrics, tmp_path / "elbo.png")
-    image = torch.from_numpy(np.array(Image.open(tmp_path / "elbo.png").convert("RGB"))).int()  # (H, W, 3)
-    for name, colour in plots.CURVE_COLOURS.items():
-        rows, _ = (image == torch.tensor(colour)).all(-1).nonzero(as_tuple=True)
+    image = _pixels_of(tmp_path / "elbo.png")
+    for name in ("train bound", "test"):
+        rows, _ = _rows_and_columns(image, plots.CURVE_COLOURS[name])
         assert len(rows) > 100, name
+    assert len(_rows_and_columns(image, plots.CURVE_COLOURS["validation"])[0]) == 0  # no split, no curve
+    assert len(_rows_and_columns(image, plots.BEST_COLOUR)[0]) == 0  # nor a best epoch
     # The flat test curve at -250 is one horizontal band; the rising train curve spans many rows.
-    test_rows = (image == torch.tensor(plots.CURVE_COLOURS["test"])).all(-1).nonzero()[:, 0]
-    train_rows = (image == torch.tensor(plots.CURVE_COLOURS["train"])).all(-1).nonzero()[:, 0]
-    inside = test_rows[test_rows < 420 - 56 - 50]  # leave out the legend, at the bottom right
+    test_rows, _ = _rows_and_columns(image, plots.CURVE_COLOURS["test"])
+    train_rows, _ = _rows_and_columns(image, plots.CURVE_COLOURS["train bound"])
+    inside = test_rows[test_rows < TOP + PLOT_HEIGHT - 50]  # leave out the legend, at the bottom right
     assert inside.max() - inside.min() <= 8
     assert train_rows.max() - train_rows.min() > 150
+
+
+def test_the_elbo_picture_marks_the_best_validation_epoch(tmp_path):
+    valid = [-200, -150, -120, -110, -100, -101, -103, -104, -106, -108]  # best at epoch 5
+    metrics = [
+        {"epoch": e, "train_elbo": v + 5.0, "valid_elbo": float(v), "test_elbo": v + 1.0}
+        for e, v in enumerate(valid, start=1)
+    ]
+    plots.save_elbo_curves(metrics, tmp_path / "elbo.png")
+    image = _pixels_of(tmp_path / "elbo.png")
+    assert len(_rows_and_columns(image, plots.CURVE_COLOURS["validation"])[0]) > 100
+    rows, columns = _rows_and_columns(image, plots.BEST_COLOUR)
+    # Epochs 0..10 on the x ticks: epoch 5 is half way across the plot area, a dashed line down it.
+    assert set(columns.tolist()) <= {LEFT + (PLOT_WIDTH - 1) // 2, LEFT + PLOT_WIDTH // 2}
+    assert rows.max() - rows.min() > 0.9 * PLOT_HEIGHT
+
+
+def test_a_long_runs_curves_fill_the_picture_with_its_later_epochs(tmp_path):
+    """Epoch 1 at -300 and the other 99 between -120 and -90: the range fits the last 95% of the epochs,
+    so they span most of the plot's height (in a range reaching -300 they would span a seventh)."""
+    metrics = [{"epoch": 1, "train_elbo": -300.0, "test_elbo": -290.0}] + [
+        {"epoch": e, "train_elbo": -90 - 30 * (100 - e) / 98, "test_elbo": -92 - 30 * (100 - e) / 98}
+        for e in range(2, 101)
+    ]
+    skipped, ticks = plots.elbo_range(metrics)
+    assert skipped == 5 and ticks[0] <= -122 + 0.1 and ticks[-1] >= -90 and ticks[0] > -300
+    plots.save_elbo_curves(metrics, tmp_path / "elbo.png")
+    rows, columns = _rows_and_columns(_pixels_of(tmp_path / "elbo.png"), plots.CURVE_COLOURS["train bound"])
+    in_plot = (columns > LEFT) & (columns < LEFT + PLOT_WIDTH - 110)  # left of the legend
+    assert rows[in_plot].max() - rows[in_plot].min() > 0.6 * PLOT_HEIGHT
+    assert rows.min() >= TOP and rows[in_plot].max() < TOP + PLOT_HEIGHT  # cut at the frame
+
+
+def test_curves_reads_a_run_still_training_and_refuses_what_fit_does_not_write(synthetic_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "checkpoint.pt").unlink()  # metrics.csv alone is enough
+    (run / "checkpoint-best.pt").unlink(missing_ok=True)
+    result = invoke("curves", str(run), "--out", str(tmp_path / "now.png"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(tmp_path / "now.png")]
+    for content, fragment in [
+        (None, "no metrics.csv: no epoch has ended"),
+        ("epoch,train_elbo,valid_elbo,test_elbo,seconds\n", "holds no epoch yet"),
+        ("epoch,train_elbo,valid_elbo,test_elbo,seconds\n1,-90,,x,1\n", "cannot read"),
+        ("epoch,train_elbo,valid_elbo,test_elbo,seconds\n1,-90,,inf,1\n", "a row that fit does not write"),
+        ("epoch,train_elbo,valid_elbo,test_elbo,seconds\n1.5,-90,,-91,1\n", "a row that fit does not write"),
+        ("epoch,train_elbo\n1,-90,-91\n", "cannot read"),
+    ]:
+        (run / "metrics.csv").unlink(missing_ok=True)
+        if content is not None:
+            (run / "metrics.csv").write_text(content)
+        assert_one_line_error(invoke("curves", str(run), "--out", str(tmp_path / "x.png")), fragment)
+        assert not (tmp_path / "x.png").exists()
 
 
 def test_fits_pictures_need_no_matplotlib(tmp_path):
