@@ -57,8 +57,15 @@ def _status(run: Path) -> list[str]:
     best = runs.best_epoch(metrics)
     if runs.stopped_early(config, metrics):
         state = "stopped early"
+    elif len(metrics) >= config.epochs:
+        state = "finished"
+    elif config.early_stopping is None or best is None:
+        state = "in progress"
+    elif len(metrics) < config.warmup:  # early stopping waits for the warm-up's end
+        state = f"in progress: warm-up, epoch {len(metrics)} of {config.warmup}"
     else:
-        state = "finished" if len(metrics) >= config.epochs else "in progress"
+        waited = len(metrics) - max(best, config.warmup)
+        state = f"in progress: {waited} of {config.early_stopping} epochs without a better validation ELBO"
     seconds = [m["seconds"] for m in metrics]
     scores = json.loads((run / SUMMARY).read_text()) if scored(run) else None
     return [

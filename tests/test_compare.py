@@ -247,6 +247,32 @@ def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_a
     assert json.loads((run / "evaluation.json").read_text()) == scores  # --status ran nothing
 
 
+def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_path):
+    import importlib.util
+
+    from pyrovae import io
+    from pyrovae.config import TrainConfig
+
+    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    config = TrainConfig(epochs=2000, warmup=10, validation=100, early_stopping=50)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    valid = [-100.0 + e if e <= 24 else -80.0 for e in range(1, 31)]  # best at epoch 24 of 30
+    rows = [{"epoch": e, "train_elbo": -90.0, "valid_elbo": v, "test_elbo": -91.0, "seconds": 10.0}
+            for e, v in enumerate(valid, start=1)]  # fmt: skip
+    io.write_metrics(tmp_path, rows[:6])
+    assert reproduce.status(tmp_path)[2] == "in progress: warm-up, epoch 6 of 10"
+    io.write_metrics(tmp_path, rows)
+    cells = reproduce.status(tmp_path)
+    assert cells[:3] == [
+        "30 of 2000",
+        "-76.00 (epoch 24)",
+        "in progress: 6 of 50 epochs without a better validation ELBO",
+    ]
+    assert cells[3:5] == [f"{30 * 10 / 3600:.2f}", "10.0 s"]
+
+
 def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
     recipe = tmp_path / "bad.toml"
     recipe.write_text('dataset = "synthetic"\nepochs = 0\n')
