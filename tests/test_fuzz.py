@@ -238,6 +238,8 @@ def test_found_fit_inputs_are_one_line_errors_leaving_nothing(tmp_path, args, fr
             "needs about",
         ),  # fmt: skip
         (["sample", "--out", "missing/folder/picture.png"], "cannot write"),
+        (["curves", "--out", "missing/folder/picture.png"], "cannot write"),
+        (["curves", "--out", "."], "is a directory"),
     ],
 )
 def test_found_run_command_inputs_are_one_line_errors(synthetic_run, args, fragment):
