@@ -135,12 +135,19 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
 
 @torch.no_grad()
 def posterior_usage(vae: VAE, x: torch.Tensor, batch_size: int) -> dict[str, Any]:
-    """Posterior collapse, measured on the top latent layer: ``active_units``, the dimensions whose
-    ``E_q[z_d | x]`` varies over the data by more than 0.01 (Burda et al., 2015), and ``kl_per_dim``,
-    the mean over the data of ``KL(q(z_d | x) || p(z_d))``, where both are diagonal Gaussians (None
+    """Posterior collapse: ``active_units``, the dimensions of the top latent layer whose ``E_q[z_d | x]``
+    varies over the data by more than 0.01 (Burda et al., 2015), and ``active_units_by_layer``, the
+    same count for each layer (``{"z2": ..., "z1": ...}`` for the HVAE); ``kl_per_dim``, the mean over
+    the data of the top layer's ``KL(q(z_d | x) || p(z_d))``, where both are diagonal Gaussians (None
     otherwise: a flow guide or a mixture prior has no per-dimension KL in closed form)."""
-    means = torch.cat([vae.guide.location(rows) for rows in x.split(batch_size)])  # (N, z_dim)
-    active = int((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum()) if len(means) > 1 else 0
+    generator = torch.Generator(device=x.device).manual_seed(0)  # the global stream is left as it was
+    batches = [vae.guide.layer_locations(rows, generator) for rows in x.split(batch_size)]
+    layers = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}  # (N, z_dim) each
+    by_layer = {
+        name: int((means.var(0) > ACTIVE_UNIT_THRESHOLD).sum()) if len(means) > 1 else 0
+        for name, means in layers.items()
+    }
+    top, means = next(iter(layers.items()))
     prior = vae.model.prior()
     kl_per_dim = None
     if _diagonal_normal(prior):
@@ -152,7 +159,12 @@ def posterior_usage(vae: VAE, x: torch.Tensor, batch_size: int) -> dict[str, Any
             kls.append(torch.distributions.kl_divergence(q.base_dist, prior.base_dist).sum(0))
         else:
             kl_per_dim = (sum(kls) / len(x)).tolist()
-    return {"active_units": active, "z_dim": means.shape[-1], "kl_per_dim": kl_per_dim}
+    return {
+        "active_units": by_layer[top],
+        "active_units_by_layer": by_layer,
+        "z_dim": means.shape[-1],
+        "kl_per_dim": kl_per_dim,
+    }
 
 
 def _diagonal_normal(d) -> bool:
@@ -162,6 +174,10 @@ def _diagonal_normal(d) -> bool:
 def summary(result: dict[str, Any]) -> str:
     """The evaluation as a few lines for a terminal."""
     r = result
+    layers = r.get("active_units_by_layer") or {}
+    units = f"{r['active_units']:10d} of {r['z_dim']}"
+    if len(layers) > 1:  # z_dim is each layer's size
+        units = ", ".join(f"{n} of {r['z_dim']} in {name}" for name, n in layers.items())
     lines = [
         f"{r['dataset']} {r['split']} split: {r['num_points']} images as {r['data']}, "
         f"K = {r['num_samples']} importance samples each ({r['seconds']:.1f} s)",
@@ -171,7 +187,7 @@ def summary(result: dict[str, Any]) -> str:
         f"  gap, KL(q(z|x) || p(z|x)) {r['kl_gap']:10.3f} nats",
         f"  bits per dimension        {r['bits_per_dim']:10.4f}",
         f"  mean effective sample size {r['ess_mean']:9.1f} of {r['num_samples']}",
-        f"  active units              {r['active_units']:10d} of {r['z_dim']} (Var E_q[z_d | x] > 0.01)",
+        f"  active units              {units} (Var E_q[z_d | x] > 0.01)",
     ]
     if r["log_px_offset"]:
         lines.append(

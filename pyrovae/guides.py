@@ -45,6 +45,11 @@ class Guide(PyroModule):
         """A point that stands for ``q(z | x)`` in pictures: its mean, where known."""
         return self.posterior(x).mean
 
+    def layer_locations(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``E_q[z | x]`` of each latent layer, the top one first, (N, z_dim) each: the statistic of
+        Burda et al.'s active units. One layer here: :meth:`location` (``generator`` is unused)."""
+        return {"z": self.location(x)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with pyro.plate("data", x.shape[0], dim=-1):
             return pyro.sample("z", self.posterior(x))

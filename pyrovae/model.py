@@ -145,6 +145,21 @@ class HierarchicalGuide(Guide):
         """``q(z1 | x, z2)``."""
         return dist.Normal(*self.encoder_z1(x, z2)).to_event(1)
 
+    # E_q[z1 | x] has no closed form: it is a mean over draws of z2 ~ q(z2 | x). The variance over the
+    # data of that mean exceeds the true one by the images' mean Var_{q(z2|x)}(E[z1 | x, z2]) / draws.
+    LOCATION_DRAWS = 100
+
+    def layer_locations(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``E_q[z2 | x]``, and ``E_q[z1 | x] = E_{q(z2 | x)} E[z1 | x, z2]`` over ``LOCATION_DRAWS``
+        draws of z2 from ``generator`` (Burda et al. estimate a lower layer's activity the same way)."""
+        loc, scale = self.encoder(x)  # (N, z_dim) each
+        features = self.encoder_z1.a(x)  # (N, width): x read once
+        total = torch.zeros_like(loc)
+        for _ in range(self.LOCATION_DRAWS):  # one at a time: the memory of one pass, at any batch size
+            eps = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
+            total += self.encoder_z1.given(features, loc + scale * eps)[0]
+        return {"z2": loc, "z1": total / self.LOCATION_DRAWS}
+
     def forward(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
             z2 = pyro.sample("z2", self.posterior(x))

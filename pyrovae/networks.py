@@ -310,9 +310,12 @@ class JointEncoder(nn.Module):
         self.joint = layers.dense([2 * width, *hidden_dims[1:], 2 * z_dim])
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.a(a)  # (N, width)
+        return self.given(self.a(a), b)
+
+    def given(self, a_features: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` from ``self.a(a)``, (N, width), read once for many draws of b."""
         b = self.b(b)  # (..., N, width): particles of b, one a
-        return gaussian_parameters(self.joint(torch.cat(torch.broadcast_tensors(a, b), dim=-1)))
+        return gaussian_parameters(self.joint(torch.cat(torch.broadcast_tensors(a_features, b), dim=-1)))
 
 
 class JointDecoder(nn.Module):

@@ -133,6 +133,43 @@ def test_hvae_trace_elbo_equals_a_hand_written_two_layer_elbo(x_small):
     torch.testing.assert_close(-loss, elbo.sum(), rtol=1e-12, atol=1e-9)
 
 
+def test_hvae_layer_locations_average_the_lower_layers_mean_over_draws_of_the_top(x_small):
+    """E_q[z1 | x] = E_{q(z2|x)} E[z1 | x, z2]: the 100-draw mean against 20,000 draws, within five
+    standard errors of the 100-draw mean (computed from the draws' own spread)."""
+    vae = VAE(ModelConfig(z_dim=3, hidden_dims=(16,), family="hvae")).double()
+    guide = vae.guide
+    with torch.no_grad():
+        layers = guide.layer_locations(x_small, torch.Generator().manual_seed(1))
+        loc2, scale2 = guide.encoder(x_small)
+        z2 = loc2 + scale2 * torch.randn(20000, *loc2.shape, dtype=torch.float64)  # (20000, 16, 3)
+        means1 = guide.encoder_z1(x_small, z2)[0]  # E[z1 | x, z2] at each draw
+    assert list(layers) == ["z2", "z1"]  # the top layer first
+    torch.testing.assert_close(layers["z2"], loc2)
+    stderr = means1.std(0) / math.sqrt(guide.LOCATION_DRAWS)
+    assert (stderr > 1e-3).all()  # E[z1 | x, z2] does vary with z2: the average is not trivial
+    z = (layers["z1"] - means1.mean(0)) / stderr
+    assert (z.abs() < 5).all(), z
+
+
+def test_active_units_are_counted_in_each_layer_without_touching_the_global_random_stream(x_small):
+    from pyrovae.evaluate import ACTIVE_UNIT_THRESHOLD, posterior_usage
+
+    vae = VAE(ModelConfig(z_dim=3, hidden_dims=(16,), family="hvae")).double()
+    last = vae.guide.encoder_z1.joint[-1]
+    with torch.no_grad():  # q(z1 | x, z2)'s mean a constant: no unit of z1 is active
+        last.weight.zero_()
+        last.bias.normal_()
+        vae.guide.encoder.net[-1].weight.mul_(30)  # q(z2 | x)'s mean far apart across images: active
+    state = torch.get_rng_state()
+    usage = posterior_usage(vae, x_small, batch_size=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    z2_active = int((vae.guide.encoder(x_small)[0].var(0) > ACTIVE_UNIT_THRESHOLD).sum())
+    assert usage["active_units_by_layer"] == {"z2": z2_active, "z1": 0} and z2_active > 0
+    assert usage["active_units"] == z2_active and usage["z_dim"] == 3
+    one_layer = posterior_usage(VAE(ModelConfig(z_dim=3, hidden_dims=(16,))).double(), x_small, 5)
+    assert one_layer["active_units_by_layer"] == {"z": one_layer["active_units"]}
+
+
 @pytest.mark.parametrize(
     "args",
     [
