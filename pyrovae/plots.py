@@ -143,7 +143,7 @@ def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
     A long run's first epochs sit tens of nats below where it ends (epoch 1 near -270, the last near -85
     on MNIST): a range that held them would press the part worth reading, the gap between training and
     validation and the plateau, into a few pixels. Runs of more than 20 epochs leave their first 5% out
-    of the range (their curves leave the frame at its bottom edge, and the title says so)."""
+    of the range (their curves leave the frame, and the title says so)."""
     k = len(metrics) // 20 if len(metrics) > 20 else 0
     values = [v for m in metrics[k:] for v in _curve_values(m)]
     return k, nice_ticks(min(values), max(values))
@@ -212,10 +212,10 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
     if best is not None:
         row = next(m for m in metrics if m["epoch"] == best)
         title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed red line)")
-    low = [m["epoch"] for m in metrics[:skipped] if min(_curve_values(m)) < y0]
-    if low:
-        span = f"epoch {low[0]:.0f}" if len(low) == 1 else f"epochs {low[0]:.0f}-{low[-1]:.0f}"
-        title.append(f"{span} below the frame")
+    out = [m["epoch"] for m in metrics[:skipped] if any(not y0 <= v <= y1 for v in _curve_values(m))]
+    if out:
+        span = f"epoch {out[0]:.0f}" if out[0] == out[-1] else f"epochs {out[0]:.0f}-{out[-1]:.0f}"
+        title.append(f"{span} outside the frame")
     draw.text(((left + width - right) / 2, 10), "; ".join(title), fill="black", font=font, anchor="ma")
     draw.text(((left + width - right) / 2, height - 22), "epoch", fill="black", font=font, anchor="ma")
     label = Image.new("RGB", (220, 18), "white")
