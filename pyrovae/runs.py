@@ -48,12 +48,17 @@ def best_epoch(metrics: list[dict[str, float]]) -> int | None:
     return int(max(scored, key=lambda m: (m["valid_elbo"], -m["epoch"]))["epoch"])
 
 
+def epochs_without_improvement(config: TrainConfig, metrics: list[dict[str, float]]) -> int | None:
+    """The epochs past the best validation ELBO (and past the warm-up) that early stopping counts;
+    None without a split. Negative during the warm-up."""
+    best = best_epoch(metrics)
+    return None if best is None else len(metrics) - max(best, config.warmup)
+
+
 def stopped_early(config: TrainConfig, metrics: list[dict[str, float]]) -> bool:
     """Whether ``early_stopping`` epochs past the warm-up have gone by without a better validation ELBO."""
-    best = best_epoch(metrics)
-    if config.early_stopping is None or best is None:
-        return False
-    return len(metrics) - max(best, config.warmup) >= config.early_stopping
+    waited = epochs_without_improvement(config, metrics)
+    return config.early_stopping is not None and waited is not None and waited >= config.early_stopping
 
 
 def save_epoch(run_dir: Path, config: TrainConfig, state: dict[str, Any]) -> None:

@@ -64,7 +64,7 @@ def _status(run: Path) -> list[str]:
     elif len(metrics) < config.warmup:  # early stopping waits for the warm-up's end
         state = f"in progress: warm-up, epoch {len(metrics)} of {config.warmup}"
     else:
-        waited = len(metrics) - max(best, config.warmup)
+        waited = runs.epochs_without_improvement(config, metrics)
         state = f"in progress: {waited} of {config.early_stopping} epochs without a better validation ELBO"
     seconds = [m["seconds"] for m in metrics]
     scores = json.loads((run / SUMMARY).read_text()) if scored(run) else None
