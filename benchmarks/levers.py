@@ -19,7 +19,9 @@ Pyro's ``MixtureSameFamily`` of diagonal Normals against pyrovae's ``DiagonalNor
 backward on a training step's 100 draws, and forward alone on 5,000 draws (an evaluation chunk is 50,000:
 MixtureSameFamily's (draws, K, D) tensors would be 4 GB each there), and whole training steps of the
 VampPrior recipe's model (gated 2 x 300, batch 100) with each, alternated; and the growth of peak memory
-(Linux's ``VmHWM``, a fresh process each) while scoring 100 images at K = 1000 with ``evaluate``'s chunks.
+(Linux's ``VmHWM``, a fresh process each) while scoring 100 images at K = 1000 with ``evaluate``'s chunks;
+(5) whole training steps of the HVAE recipe's model (gated 2 x 300, z1 and z2 of 40, batch 100, in the
+warm-up's KL weight) through Pyro's traces against the static path (``Model.log_weight_terms``), alternated.
 
     python benchmarks/levers.py --parts 4      # some parts (parts 0 and 1 run together)
 """
@@ -49,7 +51,8 @@ def per_call_ms(fn, repeats: int = 300) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", type=int, nargs="+", choices=range(5), default=list(range(5)))
+    parser.add_argument("--parts", type=int, nargs="+", choices=range(6), default=list(range(6)))
+    parser.add_argument("--repeats", type=int, default=5, help="Part 5's alternations (20 steps each).")
     parser.add_argument("--peak-memory-of", choices=MIXTURES, help=argparse.SUPPRESS)  # the child
     args = parser.parse_args()
     if args.peak_memory_of:
@@ -63,6 +66,8 @@ def main() -> None:
         bernoulli_densities(parts)
     if 4 in parts:
         mixtures()
+    if 5 in parts:
+        hvae_paths(repeats=args.repeats)
 
 
 def batches() -> None:
@@ -207,6 +212,48 @@ def vamp_step_ms(torch_mixture: bool) -> float:
 
     with torch_mixture_patch(torch_mixture):
         return per_call_ms(step, 20)
+
+
+def hvae_paths(repeats: int, steps: int = 20) -> None:
+    """Training steps of the HVAE recipe's model through Pyro's traces and through the static path, the
+    two alternated (a b, then b a) ``repeats`` times; the median of each and of the pairs' ratios."""
+    import statistics
+
+    import pyro
+
+    from pyrovae.config import ModelConfig
+    from pyrovae.model import VAE
+    from pyrovae.objectives import KLWeight
+    from pyrovae.train import adam, elbo_loss
+
+    pyro.set_rng_seed(0)
+    config = ModelConfig(z_dim=40, hidden_dims=(300, 300), arch="gated", family="hvae")
+    loss_fn = elbo_loss(VAE(config))
+    assert loss_fn.static, "the HVAE should take the static path"
+    optimizer = adam(loss_fn.parameters(), 5e-4)
+    x = torch.bernoulli(torch.full((100, 784), 0.3))
+    kl_weight = KLWeight(0.5)
+
+    def step():
+        with pyro.validation_enabled(False), kl_weight:
+            loss = loss_fn(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def timed(static: bool) -> float:
+        loss_fn.static = static
+        return per_call_ms(step, steps)
+
+    times = {True: [], False: []}
+    for i in range(repeats):
+        for static in (False, True) if i % 2 == 0 else (True, False):
+            times[static].append(timed(static))
+    ratios = [p / s for p, s in zip(times[False], times[True], strict=True)]
+    print(f"  HVAE training step ({repeats} x {steps} steps, medians): Pyro's traces "
+          f"{statistics.median(times[False]):.1f}, static path {statistics.median(times[True]):.1f}; "
+          f"ratio {statistics.median(ratios):.3f} (pairs {min(ratios):.3f}-{max(ratios):.3f})")  # fmt: skip
+    loss_fn.static = True
 
 
 # log1p (inside log_sigmoid, softplus and so the fused binary cross-entropy) against what pyrovae uses.

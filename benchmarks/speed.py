@@ -36,7 +36,7 @@ from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import binarize_fixed, load_dataset
 from pyrovae.importance import importance_estimate
 from pyrovae.likelihoods import binarize
-from pyrovae.model import VAE, log_weight_terms
+from pyrovae.model import VAE
 from pyrovae.train import adam, elbo_loss, evaluate_elbo, resolve_device, train_epoch
 
 
@@ -178,7 +178,7 @@ def parts(data, batch_size: int, steps: int) -> None:
             t = tick("optimizer (fused Adam)", t)
             loss_fn(x)
             t = tick("whole Trace_ELBO forward, Pyro's path", t)
-            log_px_z, latent = log_weight_terms(model, guide, x)
+            log_px_z, latent = model.log_weight_terms(guide, x)
             (-(log_px_z + latent).sum()).detach()
             tick("whole forward, static path", t)
     for name, seconds in clock.items():

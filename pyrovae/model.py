@@ -48,6 +48,8 @@ class Model(PyroModule):
 
     # The plates a site may sit in (just "data"); objectives put their particles left of them.
     max_plate_nesting = 1
+    # The guide whose program (its ``forward``) :meth:`log_weight_terms` restates with this one's.
+    guide_program = Guide
 
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
@@ -75,6 +77,20 @@ class Model(PyroModule):
             z = pyro.sample("z", self.prior())
             return pyro.sample("x", self.likelihood(z), obs=x)
 
+    def log_weight_terms(
+        self, guide: Guide, x: torch.Tensor, num_particles: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x | z), log p(z) - log q(z | x))`` at draws ``z ~ q(z | x)``: (N,) each, or (K, N) for
+        ``num_particles=K``; their sum is the log importance weight ``log w``.
+
+        :meth:`forward` and the guide's without Pyro's effect handlers, drawing the same numbers in the
+        same order as Pyro does (see :func:`is_static`). The objectives use it where no handler is
+        active, and Pyro's traces everywhere else; tests hold the two equal.
+        """
+        q = guide.posterior(x)  # batch (N,), event (z_dim,)
+        z = q.rsample() if num_particles is None else q.rsample((num_particles,))  # ([K,] N, z_dim)
+        return self.likelihood(z).log_prob(x), self.prior().log_prob(z) - q.log_prob(z)
+
     def decode(self, z: torch.Tensor) -> dist.Distribution:
         """``p(x | z)`` for the top latent ``z`` (here the only one): what the pictures draw."""
         return self.likelihood(z)
@@ -82,51 +98,6 @@ class Model(PyroModule):
     def reconstruction(self, guide: Guide, x: torch.Tensor) -> dist.Distribution:
         """``p(x | z)`` at the posterior's location, ``z = E_q[z | x]``."""
         return self.likelihood(guide.location(x))
-
-
-@register("hvae")
-class HierarchicalModel(Model):
-    """The two-stochastic-layer VAE of the VampPrior paper (Tomczak and Welling, 2018, Sec. 3.3;
-    jmtomczak/vae_vampprior, ``models/HVAE_2level.py``), with z1 and z2 both of size ``z_dim``::
-
-        p(x, z1, z2) = p(z2) p(z1 | z2) p(x | z1, z2)      q(z1, z2 | x) = q(z2 | x) q(z1 | x, z2)
-
-    ``p(z2)`` is any prior of the registry (the VampPrior at the guide's ``q(z2 | x)``); ``p(z1 | z2)``,
-    ``q(z2 | x)`` and ``q(z1 | x, z2)`` are diagonal Gaussians. Sites ``"z2"``, ``"z1"``, ``"x"``.
-    """
-
-    def __init__(self, config: ModelConfig, encoder: nn.Module):
-        super().__init__(config, encoder)
-        hidden, z = config.hidden_dims, config.z_dim
-        del self.decoder
-        self.p_z1 = Encoder(z, hidden, z, config.arch)  # z2 -> (loc, scale) of z1
-        outputs = config.x_dim * self.p_x.params_per_pixel
-        self.decoder = JointDecoder(z, z, hidden, outputs, config.arch, config.image_shape)
-
-    @staticmethod
-    def make_guide(config):
-        return HierarchicalGuide(config)
-
-    def conditional_prior(self, z2: torch.Tensor) -> dist.Distribution:
-        """``p(z1 | z2)``."""
-        return dist.Normal(*self.p_z1(z2)).to_event(1)
-
-    def likelihood(self, z1: torch.Tensor, z2: torch.Tensor) -> dist.Distribution:
-        """``p(x | z1, z2)``."""
-        return self.p_x(self.decoder(z1, z2))
-
-    def forward(self, x):
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z2 = pyro.sample("z2", self.prior())
-            z1 = pyro.sample("z1", self.conditional_prior(z2))
-            return pyro.sample("x", self.likelihood(z1, z2), obs=x)
-
-    def decode(self, z2):
-        return self.likelihood(self.conditional_prior(z2).mean, z2)
-
-    def reconstruction(self, guide, x):
-        z2 = guide.location(x)
-        return self.likelihood(guide.lower(x, z2).mean, z2)
 
 
 class HierarchicalGuide(Guide):
@@ -166,30 +137,71 @@ class HierarchicalGuide(Guide):
             return pyro.sample("z1", self.lower(x, z2))
 
 
-def is_static(model: object, guide: object) -> bool:
-    """Whether ``model`` and ``guide`` run exactly the programs of :class:`Model` and :class:`Guide`
-    (subclasses may change the prior, the likelihood or the posterior, not ``forward``)."""
-    return (
-        isinstance(model, Model)
-        and isinstance(guide, Guide)
-        and type(model).forward is Model.forward
-        and type(guide).forward is Guide.forward
-    )
+@register("hvae")
+class HierarchicalModel(Model):
+    """The two-stochastic-layer VAE of the VampPrior paper (Tomczak and Welling, 2018, Sec. 3.3;
+    jmtomczak/vae_vampprior, ``models/HVAE_2level.py``), with z1 and z2 both of size ``z_dim``::
 
+        p(x, z1, z2) = p(z2) p(z1 | z2) p(x | z1, z2)      q(z1, z2 | x) = q(z2 | x) q(z1 | x, z2)
 
-def log_weight_terms(
-    model: Model, guide: Guide, x: torch.Tensor, num_particles: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log p(x | z), log p(z) - log q(z | x))`` at draws ``z ~ q(z | x)``: (N,) each, or (K, N) for
-    ``num_particles=K``; their sum is the log importance weight ``log w``.
-
-    :meth:`Model.forward` and :meth:`Guide.forward` without Pyro's effect handlers, drawing the same
-    numbers in the same order as Pyro does (see :func:`is_static`). The objectives use it where no
-    handler is active, and Pyro's traces everywhere else; tests hold the two equal.
+    ``p(z2)`` is any prior of the registry (the VampPrior at the guide's ``q(z2 | x)``); ``p(z1 | z2)``,
+    ``q(z2 | x)`` and ``q(z1 | x, z2)`` are diagonal Gaussians. Sites ``"z2"``, ``"z1"``, ``"x"``.
     """
-    q = guide.posterior(x)  # batch (N,), event (z_dim,)
-    z = q.rsample() if num_particles is None else q.rsample((num_particles,))  # ([K,] N, z_dim)
-    return model.likelihood(z).log_prob(x), model.prior().log_prob(z) - q.log_prob(z)
+
+    guide_program = HierarchicalGuide
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module):
+        super().__init__(config, encoder)
+        hidden, z = config.hidden_dims, config.z_dim
+        del self.decoder
+        self.p_z1 = Encoder(z, hidden, z, config.arch)  # z2 -> (loc, scale) of z1
+        outputs = config.x_dim * self.p_x.params_per_pixel
+        self.decoder = JointDecoder(z, z, hidden, outputs, config.arch, config.image_shape)
+
+    @staticmethod
+    def make_guide(config):
+        return HierarchicalGuide(config)
+
+    def conditional_prior(self, z2: torch.Tensor) -> dist.Distribution:
+        """``p(z1 | z2)``."""
+        return dist.Normal(*self.p_z1(z2)).to_event(1)
+
+    def likelihood(self, z1: torch.Tensor, z2: torch.Tensor) -> dist.Distribution:
+        """``p(x | z1, z2)``."""
+        return self.p_x(self.decoder(z1, z2))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z2 = pyro.sample("z2", self.prior())
+            z1 = pyro.sample("z1", self.conditional_prior(z2))
+            return pyro.sample("x", self.likelihood(z1, z2), obs=x)
+
+    def log_weight_terms(self, guide, x, num_particles=None):
+        """``(log p(x | z1, z2), log p(z2) + log p(z1 | z2) - log q(z2 | x) - log q(z1 | x, z2))``, as
+        :meth:`Model.log_weight_terms`: z2 drawn first, then z1, as the guide's program draws them."""
+        q2 = guide.posterior(x)  # batch (N,), event (z_dim,)
+        z2 = q2.rsample() if num_particles is None else q2.rsample((num_particles,))  # ([K,] N, z_dim)
+        q1 = guide.lower(x, z2)  # batch ([K,] N)
+        z1 = q1.rsample()
+        log_p_z = self.prior().log_prob(z2) + self.conditional_prior(z2).log_prob(z1)
+        return self.likelihood(z1, z2).log_prob(x), log_p_z - q2.log_prob(z2) - q1.log_prob(z1)
+
+    def decode(self, z2):
+        return self.likelihood(self.conditional_prior(z2).mean, z2)
+
+    def reconstruction(self, guide, x):
+        z2 = guide.location(x)
+        return self.likelihood(guide.lower(x, z2).mean, z2)
+
+
+def is_static(model: object, guide: object) -> bool:
+    """Whether ``model`` and ``guide`` run exactly the programs that ``model.log_weight_terms`` restates:
+    the ``forward`` of the model class that defines it and of that class's ``guide_program`` (subclasses
+    may change the prior, the likelihood or the posterior, not ``forward``)."""
+    if not (isinstance(model, Model) and isinstance(guide, Guide)):
+        return False
+    owner = next(c for c in type(model).__mro__ if "log_weight_terms" in vars(c))
+    return type(model).forward is owner.forward and type(guide).forward is owner.guide_program.forward
 
 
 class VAE(nn.Module):

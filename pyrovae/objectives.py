@@ -41,7 +41,7 @@ from .importance import (
     trace_once,
     trace_particles,
 )
-from .model import is_static, log_weight_terms
+from .model import is_static
 from .priors import has_closed_form_kl
 from .registry import registrar
 
@@ -55,8 +55,9 @@ class Objective:
 
     name: str
     num_particles: int
-    # ``static_loss(log_w)``: the loss from the log weights (K, N) of :func:`pyrovae.model.log_weight_terms`,
-    # for objectives whose estimator is a function of them alone; None for the others.
+    # ``static_loss(log_w)``: the loss from the log weights (K, N) of the model's ``log_weight_terms``
+    # (:meth:`pyrovae.model.Model.log_weight_terms`), for objectives whose estimator is a function of them
+    # alone; None for the others.
     static_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
@@ -70,9 +71,9 @@ class Objective:
 class ObjectiveModule(nn.Module):
     """``x -> loss``: Pyro's ``ELBO(...)(model, guide)``, and faster for pyrovae's own model and guide.
 
-    For :class:`~pyrovae.model.Model` and :class:`~pyrovae.model.Guide`, on a step that Pyro does not
+    For pyrovae's models and their guides (see :func:`~pyrovae.model.is_static`), on a step that Pyro does not
     validate and under no effect handler but :class:`KLWeight`, the loss is computed from
-    :func:`~pyrovae.model.log_weight_terms` (the same program, the same draws, no tracing): the same
+    :meth:`~pyrovae.model.Model.log_weight_terms` (the same program, the same draws, no tracing): the same
     value and gradients as the estimator's, by a quarter less time a step on a CPU. Everywhere else,
     and for any other pair, it is the estimator's ``differentiable_loss`` itself.
     """
@@ -87,7 +88,7 @@ class ObjectiveModule(nn.Module):
         if weight is None:
             return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
         k = self.elbo.num_particles
-        log_px_z, latent = log_weight_terms(self.model, self.guide, args[0], k if k > 1 else None)
+        log_px_z, latent = self.model.log_weight_terms(self.guide, args[0], k if k > 1 else None)
         if weight != 1:
             latent = _weight_gradient(latent, weight)
         return self.elbo.static_loss(log_px_z + latent)

@@ -69,6 +69,8 @@ def test_levers_times_its_single_operations():
     out = benchmark("levers.py", "--parts", "0", "2")
     assert re.search(r"binarize 128 x 784: bernoulli " + NUMBER, out), out
     assert "Bernoulli log-density, K = 5, pyrovae's node: forward" in out
+    out = benchmark("levers.py", "--parts", "5", "--repeats", "1")
+    assert re.search(r"HVAE training step .*: Pyro's traces " + NUMBER + ", static path " + NUMBER, out), out
 
 
 def test_memory_estimate_child_measures_a_pass():

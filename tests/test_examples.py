@@ -137,3 +137,29 @@ def test_measure_swaps_prints_one_row_per_likelihood_and_prior(tmp_path):
     for row in rows:
         elbo, log_px = float(row[4]), float(row[5].split("±")[0])
         assert log_px >= elbo  # the same K weights: the log of their mean is at least their mean log
+
+
+def test_measure_guides_prints_one_row_per_guide_and_model(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "DATASETS": "synthetic", "NUM_SAMPLES": "5",
+           "NUM_POINTS": "8"}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(EXAMPLES / "measure_guides.sh"), str(tmp_path / "data"), str(tmp_path / "guides"), "1"],
+        cwd=EXAMPLES.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    assert [r[1].strip() for r in rows] == [
+        "(defaults)", "`--guide iaf --num-flows 2`", "`--guide iaf --num-flows 4`",
+        "`--guide planar --num-flows 4`", "`--guide spline --num-flows 1`", "`--model hvae`",
+    ]  # fmt: skip
+    for row in rows:
+        elbo, log_px, gap = float(row[2]), float(row[3].strip("* ")), float(row[4])
+        assert log_px >= elbo and abs(gap - (log_px - elbo)) < 0.011  # the same K weights
+        assert int(row[7].replace(",", "")) > 0

@@ -184,15 +184,18 @@ def test_kl_weight_with_meanfield_weights_the_closed_form_kl(vae, x_small):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("family", ["vae", "hvae"])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized-logistic"])
 @pytest.mark.parametrize("prior", ["normal", "vamp"])
 @pytest.mark.parametrize("name, k, beta", [("trace", 1, 1.0), ("trace", 5, 0.3), ("iwae", 1, 1.0),
                                            ("iwae", 4, 0.5)])  # fmt: skip
-def test_static_path_equals_the_estimator_number_for_number(x_small, likelihood, prior, name, k, beta):
-    """Where Pyro does not validate the step, pyrovae's own model and guide skip the effect handlers:
+def test_static_path_equals_the_estimator_number_for_number(
+    x_small, family, likelihood, prior, name, k, beta
+):
+    """Where Pyro does not validate the step, pyrovae's own models and guides skip the effect handlers:
     the loss and every gradient equal the estimator's at the same draw."""
     vae = VAE(ModelConfig(z_dim=4, hidden_dims=(32,), likelihood=likelihood, prior=prior,
-                          num_components=3)).double()  # fmt: skip
+                          num_components=3, family=family)).double()  # fmt: skip
     x = vae.model.p_x.data((x_small * 255).to(torch.uint8), torch.Generator().manual_seed(0)).double()
     elbo = OBJECTIVES[name](num_particles=k, max_plate_nesting=1, vectorize_particles=True)
     module = elbo(vae.model, vae.guide)
@@ -228,3 +231,25 @@ def test_static_path_steps_aside_for_other_handlers_and_other_programs(vae, x_sm
     vae.model.__class__ = Other
     assert not OBJECTIVES["trace"](max_plate_nesting=1)(vae.model, vae.guide).static
     assert not OBJECTIVES["iwae-dreg"](max_plate_nesting=1)(VAE().model, VAE().guide).static
+
+
+def test_the_static_path_serves_each_model_only_with_its_own_guides_program():
+    hvae, vae = VAE(ModelConfig(family="hvae")), VAE()
+    trace = OBJECTIVES["trace"](max_plate_nesting=1)
+    assert trace(hvae.model, hvae.guide).static
+    assert not trace(hvae.model, vae.guide).static  # the HVAE's program draws z1 and z2
+    assert not trace(vae.model, hvae.guide).static
+
+    class OtherGuide(type(hvae.guide)):
+        def forward(self, x):
+            return super().forward(x)
+
+    hvae.guide.__class__ = OtherGuide
+    assert not trace(hvae.model, hvae.guide).static
+
+    class OtherPrior(type(vae.model)):  # a new prior, the same program: still static
+        def prior(self):
+            return super().prior()
+
+    vae.model.__class__ = OtherPrior
+    assert trace(vae.model, vae.guide).static
