@@ -31,25 +31,32 @@ CLI = Path(__file__).resolve().parents[1] / "cli.py"
 SUMMARY = evaluation_files("test")[0]  # the whole test set's scores, what a row reports
 
 
-def scored(run: Path) -> bool:
-    """Whether ``evaluation.json`` is newer than the checkpoint ``evaluate`` scores (the best one)."""
-    evaluation = run / SUMMARY
-    checkpoints = [p for p in (run / io.BEST_CHECKPOINT, run / io.CHECKPOINT) if p.exists()]
-    return evaluation.exists() and evaluation.stat().st_mtime >= checkpoints[0].stat().st_mtime
+def scored(run: Path, num_samples: int) -> bool:
+    """Whether ``evaluation.json`` scores, at ``num_samples``, the epoch of the checkpoint ``evaluate``
+    scores now (the best one, where the run keeps one; else the last). By the epochs, not the files'
+    times, which a copy or a clone of a carried run rewrites."""
+    if not (run / SUMMARY).exists():
+        return False
+    evaluation = json.loads((run / SUMMARY).read_text())
+    metrics = io.read_metrics(run)
+    best = runs.best_epoch(metrics)
+    epoch = best if best is not None and (run / io.BEST_CHECKPOINT).exists() else len(metrics)
+    wanted = {"checkpoint": "best", "epoch": epoch, "num_samples": num_samples}
+    return {key: evaluation.get(key) for key in wanted} == wanted
 
 
-def status(run: Path) -> list[str]:
+def status(run: Path, num_samples: int) -> list[str]:
     """A table row: epochs trained, the best validation ELBO, whether training is over, the hours of
     the ``seconds`` column (training alone, and any pause of the process), and the scored log p(x)."""
     try:
-        return _status(run)
+        return _status(run, num_samples)
     except FileNotFoundError:
         return ["0", "", "not started", "", "", ""]
     except (OSError, ValueError, TypeError, KeyError) as e:  # a run dir written by hand, or half copied
         return ["", "", f"unreadable ({e!r})", "", "", ""]
 
 
-def _status(run: Path) -> list[str]:
+def _status(run: Path, num_samples: int) -> list[str]:
     config = TrainConfig.from_dict(json.loads((run / io.CONFIG).read_text()))
     metrics = io.read_metrics(run)
     if not metrics:
@@ -67,7 +74,7 @@ def _status(run: Path) -> list[str]:
         waited = runs.epochs_without_improvement(config, metrics)
         state = f"in progress: {waited} of {config.early_stopping} epochs without a better validation ELBO"
     seconds = [m["seconds"] for m in metrics]
-    scores = json.loads((run / SUMMARY).read_text()) if scored(run) else None
+    scores = json.loads((run / SUMMARY).read_text()) if scored(run, num_samples) else None
     return [
         f"{len(metrics)} of {config.epochs}",
         f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
@@ -94,7 +101,7 @@ def main(
         click.echo("| recipe | epochs | best validation ELBO | training | hours | median epoch | log p(x) |")
         click.echo("| --- | --- | --- | --- | --- | --- | --- |")
         for recipe in map(Path, recipes):
-            click.echo("| " + " | ".join([recipe.stem, *status(root / recipe.stem)]) + " |")
+            click.echo("| " + " | ".join([recipe.stem, *status(root / recipe.stem, num_samples)]) + " |")
         return
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -113,8 +120,8 @@ def carry_on(recipe: Path, root: Path, data: tuple[str, ...], num_samples: int) 
     else:
         fit = ("fit", "--config", str(recipe), "--out", str(run), *data)
     for step in (fit, ("evaluate", str(run), "--num-samples", str(num_samples), *data)):
-        if step[0] == "evaluate" and scored(run):
-            click.echo(f"{run} is scored already (evaluation.json is newer than its checkpoint)")
+        if step[0] == "evaluate" and scored(run, num_samples):
+            click.echo(f"{run} is scored already (evaluation.json scores its checkpoint)")
             continue
         command = [sys.executable, str(CLI), *step]
         click.echo(" ".join(command))

@@ -247,6 +247,32 @@ def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_a
     assert json.loads((run / "evaluation.json").read_text()) == scores  # --status ran nothing
 
 
+def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path):
+    import importlib.util
+    import os
+
+    from pyrovae import io
+
+    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    rows = [{"epoch": e, "train_elbo": -9.0, "valid_elbo": v, "test_elbo": -9.0, "seconds": 1.0}
+            for e, v in ((1, -5.0), (2, -3.0), (3, -4.0))]  # fmt: skip
+    io.write_metrics(tmp_path, rows)
+    for name in (io.CHECKPOINT, io.BEST_CHECKPOINT):
+        (tmp_path / name).write_bytes(b"")
+    scores = {"checkpoint": "best", "epoch": 2, "num_samples": 5000, "log_px": -1.0}
+    (tmp_path / "evaluation.json").write_text(json.dumps(scores))
+    os.utime(tmp_path / "evaluation.json", (0, 0))  # older than the checkpoints, as a copy may leave it
+    assert reproduce.scored(tmp_path, 5000)
+    assert not reproduce.scored(tmp_path, 1000)  # scored at another K
+    io.write_metrics(tmp_path, [*rows, {**rows[0], "epoch": 4, "valid_elbo": -2.0}])  # a better epoch since
+    assert not reproduce.scored(tmp_path, 5000)
+    (tmp_path / io.BEST_CHECKPOINT).unlink()  # no best checkpoint: evaluate scores the last epoch
+    (tmp_path / "evaluation.json").write_text(json.dumps({**scores, "epoch": 4}))
+    assert reproduce.scored(tmp_path, 5000)
+
+
 def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_path):
     import importlib.util
 
@@ -262,9 +288,9 @@ def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_
     rows = [{"epoch": e, "train_elbo": -90.0, "valid_elbo": v, "test_elbo": -91.0, "seconds": 10.0}
             for e, v in enumerate(valid, start=1)]  # fmt: skip
     io.write_metrics(tmp_path, rows[:6])
-    assert reproduce.status(tmp_path)[2] == "in progress: warm-up, epoch 6 of 10"
+    assert reproduce.status(tmp_path, 5000)[2] == "in progress: warm-up, epoch 6 of 10"
     io.write_metrics(tmp_path, rows)
-    cells = reproduce.status(tmp_path)
+    cells = reproduce.status(tmp_path, 5000)
     assert cells[:3] == [
         "30 of 2000",
         "-76.00 (epoch 24)",
