@@ -189,19 +189,18 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def vamp_step_ms(torch_mixture: bool) -> float:
-    """One SVI step of the VampPrior recipe's model, its prior as pyrovae's or as MixtureSameFamily."""
+def recipe_step(vae):
+    """``(loss module, step)``: one SVI step of a recipe's model on a batch of 100 images, at the
+    warm-up's KL weight 0.5, Pyro's validation off (as on all but an epoch's first step)."""
     import pyro
 
     from pyrovae.objectives import KLWeight
     from pyrovae.train import adam, elbo_loss
 
-    pyro.set_rng_seed(0)
-    vae = vamp_model()
     loss_fn = elbo_loss(vae)
     optimizer = adam(loss_fn.parameters(), 5e-4)
     x = torch.bernoulli(torch.full((100, 784), 0.3))
-    kl_weight = KLWeight(0.5)  # as in the warm-up
+    kl_weight = KLWeight(0.5)
 
     def step():
         with pyro.validation_enabled(False), kl_weight:
@@ -210,6 +209,15 @@ def vamp_step_ms(torch_mixture: bool) -> float:
         loss.backward()
         optimizer.step()
 
+    return loss_fn, step
+
+
+def vamp_step_ms(torch_mixture: bool) -> float:
+    """One SVI step of the VampPrior recipe's model, its prior as pyrovae's or as MixtureSameFamily."""
+    import pyro
+
+    pyro.set_rng_seed(0)
+    _, step = recipe_step(vamp_model())
     with torch_mixture_patch(torch_mixture):
         return per_call_ms(step, 20)
 
@@ -223,23 +231,11 @@ def hvae_paths(repeats: int, steps: int = 20) -> None:
 
     from pyrovae.config import ModelConfig
     from pyrovae.model import VAE
-    from pyrovae.objectives import KLWeight
-    from pyrovae.train import adam, elbo_loss
 
     pyro.set_rng_seed(0)
     config = ModelConfig(z_dim=40, hidden_dims=(300, 300), arch="gated", family="hvae")
-    loss_fn = elbo_loss(VAE(config))
+    loss_fn, step = recipe_step(VAE(config))
     assert loss_fn.static, "the HVAE should take the static path"
-    optimizer = adam(loss_fn.parameters(), 5e-4)
-    x = torch.bernoulli(torch.full((100, 784), 0.3))
-    kl_weight = KLWeight(0.5)
-
-    def step():
-        with pyro.validation_enabled(False), kl_weight:
-            loss = loss_fn(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
     def timed(static: bool) -> float:
         loss_fn.static = static

@@ -31,18 +31,17 @@ CLI = Path(__file__).resolve().parents[1] / "cli.py"
 SUMMARY = evaluation_files("test")[0]  # the whole test set's scores, what a row reports
 
 
-def scored(run: Path, num_samples: int) -> bool:
-    """Whether ``evaluation.json`` scores, at ``num_samples``, the epoch of the checkpoint ``evaluate``
-    scores now (the best one, where the run keeps one; else the last). By the epochs, not the files'
-    times, which a copy or a clone of a carried run rewrites."""
+def current_scores(run: Path, metrics: list[dict[str, float]], num_samples: int) -> dict | None:
+    """``evaluation.json``'s scores where they score, at ``num_samples``, the epoch of the checkpoint
+    ``evaluate`` scores now (the best one, where the run keeps one; else the last); None otherwise. By
+    the epochs, not the files' times, which a copy or a clone of a carried run rewrites."""
     if not (run / SUMMARY).exists():
-        return False
+        return None
     evaluation = json.loads((run / SUMMARY).read_text())
-    metrics = io.read_metrics(run)
     best = runs.best_epoch(metrics)
     epoch = best if best is not None and (run / io.BEST_CHECKPOINT).exists() else len(metrics)
     wanted = {"checkpoint": "best", "epoch": epoch, "num_samples": num_samples}
-    return {key: evaluation.get(key) for key in wanted} == wanted
+    return evaluation if {key: evaluation.get(key) for key in wanted} == wanted else None
 
 
 def status(run: Path, num_samples: int) -> list[str]:
@@ -74,7 +73,7 @@ def _status(run: Path, num_samples: int) -> list[str]:
         waited = runs.epochs_without_improvement(config, metrics)
         state = f"in progress: {waited} of {config.early_stopping} epochs without a better validation ELBO"
     seconds = [m["seconds"] for m in metrics]
-    scores = json.loads((run / SUMMARY).read_text()) if scored(run, num_samples) else None
+    scores = current_scores(run, metrics, num_samples)
     return [
         f"{len(metrics)} of {config.epochs}",
         f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
@@ -120,7 +119,7 @@ def carry_on(recipe: Path, root: Path, data: tuple[str, ...], num_samples: int) 
     else:
         fit = ("fit", "--config", str(recipe), "--out", str(run), *data)
     for step in (fit, ("evaluate", str(run), "--num-samples", str(num_samples), *data)):
-        if step[0] == "evaluate" and scored(run, num_samples):
+        if step[0] == "evaluate" and current_scores(run, io.read_metrics(run), num_samples) is not None:
             click.echo(f"{run} is scored already (evaluation.json scores its checkpoint)")
             continue
         command = [sys.executable, str(CLI), *step]

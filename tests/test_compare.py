@@ -258,19 +258,18 @@ def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path
     spec.loader.exec_module(reproduce)
     rows = [{"epoch": e, "train_elbo": -9.0, "valid_elbo": v, "test_elbo": -9.0, "seconds": 1.0}
             for e, v in ((1, -5.0), (2, -3.0), (3, -4.0))]  # fmt: skip
-    io.write_metrics(tmp_path, rows)
     for name in (io.CHECKPOINT, io.BEST_CHECKPOINT):
         (tmp_path / name).write_bytes(b"")
     scores = {"checkpoint": "best", "epoch": 2, "num_samples": 5000, "log_px": -1.0}
     (tmp_path / "evaluation.json").write_text(json.dumps(scores))
     os.utime(tmp_path / "evaluation.json", (0, 0))  # older than the checkpoints, as a copy may leave it
-    assert reproduce.scored(tmp_path, 5000)
-    assert not reproduce.scored(tmp_path, 1000)  # scored at another K
-    io.write_metrics(tmp_path, [*rows, {**rows[0], "epoch": 4, "valid_elbo": -2.0}])  # a better epoch since
-    assert not reproduce.scored(tmp_path, 5000)
+    assert reproduce.current_scores(tmp_path, rows, 5000) == scores
+    assert reproduce.current_scores(tmp_path, rows, 1000) is None  # scored at another K
+    later = [*rows, {**rows[0], "epoch": 4, "valid_elbo": -2.0}]  # a better epoch since
+    assert reproduce.current_scores(tmp_path, later, 5000) is None
     (tmp_path / io.BEST_CHECKPOINT).unlink()  # no best checkpoint: evaluate scores the last epoch
     (tmp_path / "evaluation.json").write_text(json.dumps({**scores, "epoch": 4}))
-    assert reproduce.scored(tmp_path, 5000)
+    assert reproduce.current_scores(tmp_path, later, 5000) == {**scores, "epoch": 4}
 
 
 def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_path):

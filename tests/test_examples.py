@@ -117,22 +117,26 @@ def test_the_example_objective_is_iwae_at_alpha_0_and_the_elbo_as_alpha_goes_to_
     assert torch.allclose(renyi.static_loss(log_w), -renyi.bound(log_w).sum())
 
 
-def test_measure_swaps_prints_one_row_per_likelihood_and_prior(tmp_path):
+def _table_of(script: str, tmp_path, **env: str) -> list[list[str]]:
+    """The Markdown table rows (cells, header and rule left out) that ``examples/SCRIPT`` prints, run
+    on the synthetic data for 1 epoch into ``tmp_path/out`` (not made beforehand: the script makes it)."""
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "synthetic", "NUM_SAMPLES": "5"}
-    out = tmp_path / "swaps"  # not made beforehand: the script makes it
     result = subprocess.run(
-        ["bash", str(EXAMPLES / "measure_swaps.sh"), str(tmp_path / "data"), str(out), "1"],
+        ["bash", str(EXAMPLES / script), str(tmp_path / "data"), str(tmp_path / "out"), "1"],
         cwd=EXAMPLES.parent,
-        env=env,
+        env={**os.environ, "PYTHON": sys.executable, **env},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    return [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+
+
+def test_measure_swaps_prints_one_row_per_likelihood_and_prior(tmp_path):
+    rows = _table_of("measure_swaps.sh", tmp_path, DATASET="synthetic", NUM_SAMPLES="5")
     assert len(rows) == 7 and {r[1].strip() for r in rows} >= {"bernoulli", "discretized-logistic"}
     for row in rows:
         elbo, log_px = float(row[4]), float(row[5].split("±")[0])
@@ -140,21 +144,7 @@ def test_measure_swaps_prints_one_row_per_likelihood_and_prior(tmp_path):
 
 
 def test_measure_guides_prints_one_row_per_guide_and_model(tmp_path):
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PYTHON": sys.executable, "DATASETS": "synthetic", "NUM_SAMPLES": "5",
-           "NUM_POINTS": "8"}  # fmt: skip
-    result = subprocess.run(
-        ["bash", str(EXAMPLES / "measure_guides.sh"), str(tmp_path / "data"), str(tmp_path / "guides"), "1"],
-        cwd=EXAMPLES.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    rows = _table_of("measure_guides.sh", tmp_path, DATASETS="synthetic", NUM_SAMPLES="5", NUM_POINTS="8")
     assert [r[1].strip() for r in rows] == [
         "(defaults)", "`--guide iaf --num-flows 2`", "`--guide iaf --num-flows 4`",
         "`--guide planar --num-flows 4`", "`--guide spline --num-flows 1`", "`--model hvae`",
