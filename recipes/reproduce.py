@@ -1,7 +1,8 @@
 """Reproduce the README's table row by row: fit each recipe's run (or carry it on), then score it.
 
     nohup python recipes/reproduce.py recipes/{mnist,fashionmnist}-{vae,vampprior,hvae,iaf}.toml \\
-        --runs ~/pyrovae-runs --data-dir ../shared/data >> ~/pyrovae-runs/reproduce.log 2>&1 &
+        --runs ~/pyrovae-runs --carried recipes/carried --data-dir ../shared/data \\
+        >> ~/pyrovae-runs/reproduce.log 2>&1 &
 
 One run at a time, in order, each in a fresh process, by exactly the commands the README gives:
 ``cli.py fit --config RECIPE --out RUNS/NAME`` for a run not begun (``fit --resume RUNS/NAME`` for one
@@ -10,14 +11,20 @@ that has a checkpoint: exact, and a finished run stops at once), then ``cli.py e
 output is appended to ``RUNS/NAME.log``; the first that fails stops the rest. Stopped (a session's end,
 Ctrl-C), the same command later carries on where it left off. ``--status`` runs nothing and prints
 where each recipe's run stands, as a Markdown table (what the README's table is filled from).
+
+A machine laid anew loses ``RUNS``: ``--park DIR`` copies each recipe's run (and its log) into ``DIR``
+(``recipes/carried``, committed at a session's end), while the run goes on; ``--carried DIR`` starts
+a run missing from ``RUNS`` from ``DIR``'s copy, so ``fit --resume`` carries it on where it was parked.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -25,6 +32,7 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyrovae, run from anywhere
 from pyrovae import io, runs  # noqa: E402
 from pyrovae.config import TrainConfig  # noqa: E402
+from pyrovae.errors import UserError  # noqa: E402
 from pyrovae.evaluate import evaluation_files  # noqa: E402
 
 CLI = Path(__file__).resolve().parents[1] / "cli.py"
@@ -92,10 +100,29 @@ def _status(run: Path, num_samples: int) -> list[str]:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="  [default: $PYROVAE_DATA]")
 @click.option("--num-samples", type=click.IntRange(min=1), default=5000, show_default=True)
 @click.option("--status", "show_status", is_flag=True, help="Run nothing; print where each run stands.")
+@click.option(
+    "--carried",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Start a run missing from RUNS from its copy in this directory.",
+)
+@click.option(
+    "--park", type=click.Path(file_okay=False), default=None, help="Run nothing; copy the runs here."
+)
 def main(
-    recipes: tuple[str, ...], runs_dir: str, data_dir: str | None, num_samples: int, show_status: bool
+    recipes: tuple[str, ...],
+    runs_dir: str,
+    data_dir: str | None,
+    num_samples: int,
+    show_status: bool,
+    carried: str | None,
+    park: str | None,
 ) -> None:
     root = Path(runs_dir).expanduser()
+    if park is not None:
+        for recipe in map(Path, recipes):
+            click.echo(park_run(root, Path(park).expanduser(), recipe.stem))
+        return
     if show_status:
         click.echo("| recipe | epochs | best validation ELBO | training | hours | median epoch | log p(x) |")
         click.echo("| --- | --- | --- | --- | --- | --- | --- |")
@@ -108,7 +135,57 @@ def main(
         raise click.ClickException(f"cannot make {root} ({e.strerror})") from None
     data = ("--data-dir", data_dir) if data_dir is not None else ()
     for recipe in map(Path, recipes):
+        if carried is not None:
+            click.echo(unpark_run(Path(carried).expanduser(), root, recipe.stem))
         carry_on(recipe, root, data, num_samples)
+
+
+def park_run(root: Path, dest: Path, name: str, tries: int = 20) -> str:
+    """Copy ``root/name`` and its log into ``dest`` while the run goes on: the two checkpoints are
+    copied again until they agree (the best one is the best epoch of the last one's metrics: no epoch
+    ended between the two copies), and metrics.csv is written from the last checkpoint's own rows."""
+    run = root / name
+    if not (run / io.CHECKPOINT).exists():
+        return f"{run} has no checkpoint: nothing to park"
+    staged = dest / f".{name}.parking"
+    for _ in range(tries):
+        shutil.rmtree(staged, ignore_errors=True)
+        try:  # without the half-written files of io.atomic_write, which may vanish mid-copy
+            shutil.copytree(run, staged, ignore=shutil.ignore_patterns(".*.tmp"))
+            _, last = io.load_checkpoint(staged / io.CHECKPOINT)
+            best = runs.best_epoch(last["metrics"])
+            if best is None or not (staged / io.BEST_CHECKPOINT).exists():
+                break
+            if int(io.load_checkpoint(staged / io.BEST_CHECKPOINT)[1]["epoch"]) == best:
+                break
+        except UserError as e:
+            shutil.rmtree(staged)
+            raise click.ClickException(str(e)) from None
+        except (shutil.Error, FileNotFoundError):
+            pass
+        time.sleep(1.0)  # an epoch ended mid-copy
+    else:
+        shutil.rmtree(staged)
+        raise click.ClickException(f"{run}'s checkpoints never agreed in {tries} copies")
+    io.write_metrics(staged, last["metrics"])
+    if (root / f"{name}.log").exists():
+        shutil.copyfile(root / f"{name}.log", dest / f"{name}.log")
+    shutil.rmtree(dest / name, ignore_errors=True)
+    staged.rename(dest / name)
+    return f"parked {run} at epoch {last['epoch']} in {dest / name}"
+
+
+def unpark_run(carried: Path, root: Path, name: str) -> str:
+    """Copy ``carried/name`` (and its log) into ``root`` where ``root`` has no checkpoint of it."""
+    run, copy = root / name, carried / name
+    if (run / io.CHECKPOINT).exists():
+        return f"{run} is here: carried on from its own checkpoint"
+    if not (copy / io.CHECKPOINT).exists():
+        return f"{copy} is not parked: {run} starts afresh"
+    shutil.copytree(copy, run, dirs_exist_ok=True)
+    if (carried / f"{name}.log").exists() and not (root / f"{name}.log").exists():
+        shutil.copyfile(carried / f"{name}.log", root / f"{name}.log")
+    return f"{run} carried on from {copy}"
 
 
 def carry_on(recipe: Path, root: Path, data: tuple[str, ...], num_samples: int) -> None:

@@ -247,6 +247,56 @@ def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_a
     assert json.loads((run / "evaluation.json").read_text()) == scores  # --status ran nothing
 
 
+def _reproduce_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    return reproduce
+
+
+def test_a_parked_run_carries_on_where_it_was_parked_on_a_machine_that_lost_its_runs(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    lines = ['dataset = "synthetic"', "epochs = 3", "batch_size = 50", "validation = 100"]
+    recipe.write_text("\n".join(lines + ["[model]", "z_dim = 2", "hidden_dims = [16]"]) + "\n")
+    runs, carried = tmp_path / "runs", tmp_path / "carried"
+    base = [sys.executable, str(REPRODUCE), str(recipe), "--runs", str(runs), "--num-samples", "5"]
+    assert invoke("fit", "--config", str(recipe), "--epochs", "2", "--out", str(runs / "tiny")).exit_code == 0
+    for name in (io.CHECKPOINT, io.BEST_CHECKPOINT):  # as if stopped after epoch 2 of the recipe's 3
+        config, state = io.load_checkpoint(runs / "tiny" / name)
+        state = {k: v for k, v in state.items() if k not in ("format", "version", "config")}
+        io.save_checkpoint(runs / "tiny" / name, dataclasses.replace(config, epochs=3), state)
+    rows = io.read_metrics(runs / "tiny")
+    io.write_metrics(runs / "tiny", [*rows, {**rows[-1], "epoch": 3}])  # ahead of the checkpoint
+    (runs / "tiny.log").write_text("the log so far\n")
+    parked = subprocess.run([*base, "--park", str(carried)], capture_output=True, text=True, timeout=120)
+    assert parked.returncode == 0 and "at epoch 2" in parked.stdout, parked.stderr
+    assert io.read_metrics(carried / "tiny") == rows  # the checkpoint's own rows
+    assert sorted(p.name for p in carried.iterdir()) == ["tiny", "tiny.log"]  # nothing staged is left
+    shutil.rmtree(runs)  # the machine is laid anew
+    result = subprocess.run([*base, "--carried", str(carried)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "carried on from" in result.stdout and "fit --resume" in result.stdout
+    assert [m["epoch"] for m in io.read_metrics(runs / "tiny")] == [1.0, 2.0, 3.0]
+    log = (runs / "tiny.log").read_text()
+    assert log.startswith("the log so far") and "resuming synthetic" in log and "from epoch 3" in log
+    again = subprocess.run([*base, "--carried", str(carried)], capture_output=True, text=True, timeout=300)
+    assert "is here: carried on from its own checkpoint" in again.stdout  # never overwritten by the copy
+
+
+def test_park_refuses_checkpoints_that_never_agree(tmp_path):
+    reproduce = _reproduce_module()
+    run = tmp_path / "runs" / "tiny"
+    assert invoke("fit", *TINY, "--epochs", "2", "--validation", "100", "--out", str(run)).exit_code == 0
+    _, state = io.load_checkpoint(run / io.CHECKPOINT)
+    config, _ = io.load_checkpoint(run / io.BEST_CHECKPOINT)
+    io.save_checkpoint(run / io.BEST_CHECKPOINT, config, {**state, "epoch": 99})  # as if caught mid-epoch
+    with pytest.raises(Exception, match="never agreed in 2 copies"):
+        reproduce.park_run(tmp_path / "runs", tmp_path / "carried", "tiny", tries=2)
+    assert not (tmp_path / "carried" / "tiny").exists()
+
+
 def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path):
     import importlib.util
     import os
