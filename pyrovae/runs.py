@@ -62,10 +62,12 @@ def stopped_early(config: TrainConfig, metrics: list[dict[str, float]]) -> bool:
 
 
 def save_epoch(run_dir: Path, config: TrainConfig, state: dict[str, Any]) -> None:
-    """The checkpoint of the epoch just ended, and a copy as the best one when it is."""
+    """The checkpoint of the epoch just ended, and a copy as the best one when it is: without the
+    optimizer's state (a resume starts from the last checkpoint), a third of the size for Adam."""
     io.save_checkpoint(run_dir / io.CHECKPOINT, config, state)
     if best_epoch(state["metrics"]) == state["epoch"]:
-        io.save_checkpoint(run_dir / io.BEST_CHECKPOINT, config, state)
+        best = {key: value for key, value in state.items() if key != "optimizer"}
+        io.save_checkpoint(run_dir / io.BEST_CHECKPOINT, config, best)
 
 
 # Config fields whose command-line option has another name.

@@ -33,7 +33,8 @@ def test_a_run_with_the_whole_protocol_writes_valid_elbo_and_a_best_checkpoint(p
     assert all(m["valid_elbo"] is not None and m["valid_elbo"] < 0 for m in metrics)
     best = runs.best_epoch(metrics)
     payload = torch.load(protocol_run / io.BEST_CHECKPOINT, weights_only=True)
-    assert payload["epoch"] == best
+    assert payload["epoch"] == best and "optimizer" not in payload  # resume needs the last one's alone
+    assert "optimizer" in torch.load(protocol_run / io.CHECKPOINT, weights_only=True)
     config = json.loads((protocol_run / "config.json").read_text())
     expected = {"num_particles": 3, "elbo": "iwae", "warmup": 2, "validation": 200, "early_stopping": 3}
     assert {k: config[k] for k in expected} == expected and config["beta"] == 1.0
