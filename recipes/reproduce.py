@@ -119,25 +119,30 @@ def main(
     park: str | None,
 ) -> None:
     root = Path(runs_dir).expanduser()
-    if park is not None:
-        for recipe in map(Path, recipes):
-            click.echo(park_run(root, Path(park).expanduser(), recipe.stem))
-        return
-    if show_status:
-        click.echo("| recipe | epochs | best validation ELBO | training | hours | median epoch | log p(x) |")
-        click.echo("| --- | --- | --- | --- | --- | --- | --- |")
-        for recipe in map(Path, recipes):
-            click.echo("| " + " | ".join([recipe.stem, *status(root / recipe.stem, num_samples)]) + " |")
-        return
     try:
+        if park is not None:
+            for recipe in map(Path, recipes):
+                click.echo(park_run(root, Path(park).expanduser(), recipe.stem))
+            return
+        if show_status:
+            print_status(recipes, root, num_samples)
+            return
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise click.ClickException(f"cannot make {root} ({e.strerror})") from None
-    data = ("--data-dir", data_dir) if data_dir is not None else ()
+        data = ("--data-dir", data_dir) if data_dir is not None else ()
+        for recipe in map(Path, recipes):
+            if carried is not None:
+                click.echo(unpark_run(Path(carried).expanduser(), root, recipe.stem))
+            carry_on(recipe, root, data, num_samples)
+    except OSError as e:  # a folder that cannot be made, read or written
+        raise click.ClickException(f"{e.filename or root}: {e.strerror or e}") from None
+
+
+def print_status(recipes: tuple[str, ...], root: Path, num_samples: int) -> None:
+    """Where each recipe's run in ``root`` stands, as a Markdown table."""
+    click.echo("| recipe | epochs | best validation ELBO | training | hours | median epoch | log p(x) |")
+    click.echo("| --- | --- | --- | --- | --- | --- | --- |")
     for recipe in map(Path, recipes):
-        if carried is not None:
-            click.echo(unpark_run(Path(carried).expanduser(), root, recipe.stem))
-        carry_on(recipe, root, data, num_samples)
+        click.echo("| " + " | ".join([recipe.stem, *status(root / recipe.stem, num_samples)]) + " |")
 
 
 def park_run(root: Path, dest: Path, name: str, tries: int = 20) -> str:
@@ -147,26 +152,30 @@ def park_run(root: Path, dest: Path, name: str, tries: int = 20) -> str:
     run = root / name
     if not (run / io.CHECKPOINT).exists():
         return f"{run} has no checkpoint: nothing to park"
-    staged = dest / f".{name}.parking"
-    for _ in range(tries):
-        shutil.rmtree(staged, ignore_errors=True)
-        try:  # without the half-written files of io.atomic_write, which may vanish mid-copy
-            shutil.copytree(run, staged, ignore=shutil.ignore_patterns(".*.tmp"))
+    staged, reason = dest / f".{name}.parking", "its checkpoints never agreed"
+    try:
+        for _ in range(tries):
+            shutil.rmtree(staged, ignore_errors=True)
+            try:  # without the half-written files of io.atomic_write, which may vanish mid-copy
+                shutil.copytree(run, staged, ignore=shutil.ignore_patterns(".*.tmp"))
+            except (shutil.Error, FileNotFoundError) as e:  # a file of the run's that vanished mid-copy
+                reason = f"the copy failed ({e})"
+                time.sleep(1.0)
+                continue
             _, last = io.load_checkpoint(staged / io.CHECKPOINT)
             best = runs.best_epoch(last["metrics"])
             if best is None or not (staged / io.BEST_CHECKPOINT).exists():
                 break
             if int(io.load_checkpoint(staged / io.BEST_CHECKPOINT)[1]["epoch"]) == best:
                 break
-        except UserError as e:
-            shutil.rmtree(staged)
+            time.sleep(1.0)  # an epoch ended between the two checkpoints' copies
+        else:
+            raise click.ClickException(f"{run} was not parked in {tries} tries: {reason}")
+    except BaseException as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(e, UserError):
             raise click.ClickException(str(e)) from None
-        except (shutil.Error, FileNotFoundError):
-            pass
-        time.sleep(1.0)  # an epoch ended mid-copy
-    else:
-        shutil.rmtree(staged)
-        raise click.ClickException(f"{run}'s checkpoints never agreed in {tries} copies")
+        raise
     io.write_metrics(staged, last["metrics"])
     if (root / f"{name}.log").exists():
         shutil.copyfile(root / f"{name}.log", dest / f"{name}.log")

@@ -285,16 +285,25 @@ def test_a_parked_run_carries_on_where_it_was_parked_on_a_machine_that_lost_its_
     assert "is here: carried on from its own checkpoint" in again.stdout  # never overwritten by the copy
 
 
-def test_park_refuses_checkpoints_that_never_agree(tmp_path):
+def test_park_refuses_checkpoints_that_never_agree_and_a_folder_it_cannot_write(tmp_path):
     reproduce = _reproduce_module()
     run = tmp_path / "runs" / "tiny"
     assert invoke("fit", *TINY, "--epochs", "2", "--validation", "100", "--out", str(run)).exit_code == 0
     _, state = io.load_checkpoint(run / io.CHECKPOINT)
     config, _ = io.load_checkpoint(run / io.BEST_CHECKPOINT)
     io.save_checkpoint(run / io.BEST_CHECKPOINT, config, {**state, "epoch": 99})  # as if caught mid-epoch
-    with pytest.raises(Exception, match="never agreed in 2 copies"):
+    with pytest.raises(Exception, match="not parked in 2 tries: its checkpoints never agreed"):
         reproduce.park_run(tmp_path / "runs", tmp_path / "carried", "tiny", tries=2)
-    assert not (tmp_path / "carried" / "tiny").exists()
+    assert list((tmp_path / "carried").iterdir()) == []  # nothing half copied is left
+    (tmp_path / "file").write_text("")
+    (tmp_path / "tiny.toml").write_text('dataset = "synthetic"\n')  # the recipe names the run
+    result = subprocess.run(
+        [sys.executable, str(REPRODUCE), str(tmp_path / "tiny.toml"), "--runs", str(tmp_path / "runs"),
+         "--park", str(tmp_path / "file" / "carried")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: ") and str(tmp_path / "file") in result.stderr
 
 
 def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path):
