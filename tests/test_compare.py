@@ -307,14 +307,9 @@ def test_park_refuses_checkpoints_that_never_agree_and_a_folder_it_cannot_write(
 
 
 def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path):
-    import importlib.util
     import os
 
-    from pyrovae import io
-
-    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = _reproduce_module()
     rows = [{"epoch": e, "train_elbo": -9.0, "valid_elbo": v, "test_elbo": -9.0, "seconds": 1.0}
             for e, v in ((1, -5.0), (2, -3.0), (3, -4.0))]  # fmt: skip
     for name in (io.CHECKPOINT, io.BEST_CHECKPOINT):
@@ -332,14 +327,7 @@ def test_reproduce_knows_a_scored_run_by_its_epochs_not_its_files_times(tmp_path
 
 
 def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_path):
-    import importlib.util
-
-    from pyrovae import io
-    from pyrovae.config import TrainConfig
-
-    spec = importlib.util.spec_from_file_location("reproduce", REPRODUCE)
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = _reproduce_module()
     config = TrainConfig(epochs=2000, warmup=10, validation=100, early_stopping=50)
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     valid = [-100.0 + e if e <= 24 else -80.0 for e in range(1, 31)]  # best at epoch 24 of 30
