@@ -47,6 +47,20 @@ def _non_negative_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
+def _name(name: str, value: Any, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise ValueError(f"{name} must be a string{' (or left out)' if optional else ''}, got {value!r}")
+
+
+def _sizes(name: str, value: Any) -> tuple[int, ...]:
+    """A list of positive integers (a TOML array, a JSON list) as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
+    for size in value:
+        _positive_int(name, size)
+    return tuple(value)
+
+
 def _positive_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not (
         isinstance(value, (int, float)) and math.isfinite(value) and value > 0
@@ -56,6 +70,7 @@ def _positive_number(name: str, value: Any) -> None:
 
 def check_registered(kind: str, name: str, table: dict[str, type]) -> None:
     """Raise ``ValueError`` where ``name`` names no part of ``kind`` in its registry ``table``."""
+    _name(kind, name)
     if name not in table:
         raise ValueError(
             f"{kind} {name!r} is not registered (registered: {', '.join(table)}); a part of your own "
@@ -85,17 +100,14 @@ class ModelConfig:
     family: str = "vae"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "image_shape", tuple(self.image_shape))
-        object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        object.__setattr__(self, "image_shape", _sizes("image_shape", self.image_shape))
+        object.__setattr__(self, "hidden_dims", _sizes("hidden_dims", self.hidden_dims))
         if len(self.image_shape) not in (2, 3):
             raise ValueError(f"image_shape must be (H, W) or (C, H, W), got {self.image_shape}")
-        for size in self.image_shape:
-            _positive_int("image_shape", size)
         _positive_int("z_dim", self.z_dim)
         if not self.hidden_dims:
             raise ValueError("hidden_dims must name at least one hidden layer")
-        for size in self.hidden_dims:
-            _positive_int("hidden_dims", size)
+        _name("likelihood", self.likelihood, optional=True)
         _positive_int("num_components", self.num_components)
         _positive_int("num_flows", self.num_flows)
         from .guides import GUIDES  # the registries import torch; configs are read without it
@@ -174,6 +186,8 @@ class TrainConfig:
             check_registered("logger", name, LOGGERS)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)} or a path, got {self.dataset!r}")
+        _name("data_dir", self.data_dir, optional=True)
+        _name("out", self.out, optional=True)
         if isinstance(self.test_fraction, bool) or not (
             isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1
         ):
@@ -190,7 +204,7 @@ class TrainConfig:
         _positive_number("adam_eps", self.adam_eps)
         from .optim import SCHEDULES
 
-        if self.lr_schedule not in SCHEDULES:
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         _seed(self.seed)
         _positive_int("num_particles", self.num_particles)
@@ -279,5 +293,8 @@ class EvalConfig:
         for name in ("num_samples", "chunk_size", "batch_size"):
             _positive_int(name, getattr(self, name))
         _seed(self.seed)
+        _name("data_dir", self.data_dir, optional=True)
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true, false or None, got {self.compile!r}")
         if self.num_points is not None:
             _positive_int("num_points", self.num_points)

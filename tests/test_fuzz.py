@@ -2,6 +2,7 @@
 ``Error:`` line and a non-zero exit; no traceback, no run directory left by a refused ``fit``, no existing
 run directory changed by a refused command. The cases it found are kept below as explicit tests."""
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.evaluate import evaluation_files
 from tests.conftest import invoke
 from tests.test_cli import assert_one_line_error
@@ -105,6 +107,53 @@ def test_fit_under_any_options(tmp_path_factory, args):
     _check(result, refused_leaves=out)
     if result.exit_code == 0:
         assert (out / "checkpoint.pt").is_file()
+
+
+# Any TOML value, of any type, for one key of a config file (fit --config): a string where a list of sizes
+# belongs, a list where a name belongs, a table where a number belongs.
+TOML_VALUES = st.recursive(
+    st.one_of(
+        st.booleans(),
+        st.integers(-3, 64),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+        st.sampled_from(["", "x", "300", "normal", "gated", "cpu", "burda", "synthetic"]),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.just("a"), children, max_size=1)
+    ),
+    max_leaves=4,
+)
+
+
+def _toml(value) -> str:
+    """A TOML value (tomllib reads, nothing in the standard library writes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value)  # a JSON number or string is a TOML one
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+
+
+@FUZZ
+@given(
+    field=st.sampled_from([("", f.name) for f in dataclasses.fields(TrainConfig) if f.name != "model"]
+                          + [("model", f.name) for f in dataclasses.fields(ModelConfig)]),
+    value=TOML_VALUES,
+)  # fmt: skip
+def test_fit_under_any_config_file(tmp_path_factory, field, value):
+    table, key = field
+    folder = tmp_path_factory.getbasetemp() / f"fuzz-config-{next(_count)}"
+    folder.mkdir()
+    line = f"{key} = {_toml(value)}"
+    top = [] if key in ("dataset", "epochs") else ['dataset = "synthetic"', "epochs = 1"]
+    text = "\n".join(top + ([line] if not table else ["[model]", line])) + "\n"
+    (folder / "config.toml").write_text(text)
+    out = folder / "run"
+    # --out on the command line overrides the file's; the run lands where the check looks
+    result = invoke("fit", "--config", str(folder / "config.toml"), "--epochs", "1", "--out", str(out))
+    _check(result, refused_leaves=out)
 
 
 def _snapshot(run: Path) -> dict[str, str]:
@@ -220,6 +269,24 @@ def test_curves_under_any_metrics_file(tmp_path_factory, metrics):
 def test_found_fit_inputs_are_one_line_errors_leaving_nothing(tmp_path, args, fragment):
     out = tmp_path / "run"
     assert_one_line_error(invoke(*args, "--dataset", "synthetic", "--out", str(out)), fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [  # each was a TypeError's traceback
+        ("[model]\nhidden_dims = 300", "hidden_dims must be a list of positive integers"),
+        ("[model]\narch = []", "architecture must be a string"),
+        ("data_dir = 5", "data_dir must be a string"),
+        ("lr_schedule = [1]", "lr_schedule must be one of"),
+    ],
+)
+def test_found_config_file_values_are_one_line_errors_leaving_nothing(tmp_path, text, fragment):
+    (tmp_path / "config.toml").write_text('dataset = "synthetic"\n' + text + "\n")
+    out = tmp_path / "run"
+    assert_one_line_error(
+        invoke("fit", "--config", str(tmp_path / "config.toml"), "--out", str(out)), fragment
+    )
     assert not out.exists()
 
 
