@@ -1,0 +1,87 @@
+"""The README's "Reproducing the literature" figures are the carried runs' own: each row's log p(x), its
+standard errors, ELBO, active units, epochs and best epoch are read back from ``recipes/carried/NAME``
+(``evaluation.json``, ``metrics.csv``), and its paired comparison table is what ``compare`` prints for
+them today. A figure typed by hand, or left behind when a run is carried on, fails here."""
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pyrovae import io
+from tests.conftest import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+TABLE_HEAD = "| row | data | paper | pyrovae: log p(x), nats |"
+
+
+def _rows() -> list[list[str]]:
+    lines = README[README.index(TABLE_HEAD) :].splitlines()
+    rows = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+ROWS = _rows()
+
+
+def _run_name(row: list[str]) -> str:
+    return re.search(r"--out ~/pyrovae-runs/([\w-]+)`", row[-1]).group(1)
+
+
+def test_the_table_has_its_rows_and_columns():
+    assert len(ROWS) >= 5
+    assert all(len(row) == 7 for row in ROWS), [len(row) for row in ROWS]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[_run_name(row) for row in ROWS])
+def test_a_rows_figures_are_its_carried_runs(row):
+    name, (_, data, _, score, epochs, hours, _) = _run_name(row), row
+    run = ROOT / "recipes" / "carried" / name
+    summary = json.loads((run / "evaluation.json").read_text())
+    metrics = io.read_metrics(run)
+    assert summary["num_samples"] == 5000 and summary["num_points"] == 10000 and summary["split"] == "test"
+    assert summary["dataset"] == {"MNIST": "mnist", "Fashion-MNIST": "fashionmnist"}[data]
+    figures = re.match(
+        r"\*\*(-?[\d.]+) ± ([\d.]+)\*\* \(s\.e\. over images; Monte Carlo s\.e\. ([\d.]+)\); "
+        r"ELBO (-?[\d.]+); (\d+) of (\d+) latent units active",
+        score,
+    )
+    assert figures, score
+    log_px, se_images, se_mc, elbo, active, z_dim = figures.groups()
+    assert log_px == f"{summary['log_px']:.2f}"
+    assert se_images == f"{summary['log_px_stderr_images']:.2f}"
+    assert se_mc == f"{summary['log_px_stderr']:.3f}"
+    assert elbo == f"{summary['elbo']:.2f}"
+    assert (int(active), int(z_dim)) == (summary["active_units"], summary["z_dim"])  # the HVAE's: z2's
+    for layer, count in list(summary.get("active_units_by_layer", {}).items())[1:]:
+        assert f"{count} of {summary['z_dim']} in {layer}" in score
+    trained, best, valid = re.match(
+        r"(\d+): stopped early, no better validation ELBO in the 50 epochs after epoch (\d+) "
+        r"\(validation ELBO (-?[\d.]+)\)",
+        epochs,
+    ).groups()  # fmt: skip
+    assert int(trained) == len(metrics) == int(metrics[-1]["epoch"])
+    best_row = max(metrics, key=lambda r: r["valid_elbo"])
+    assert int(best) == int(best_row["epoch"]) == summary["epoch"]
+    assert valid == f"{best_row['valid_elbo']:.2f}"
+    seconds = [r["seconds"] for r in metrics]
+    assert hours.startswith(f"{sum(seconds) / 3600:.2f} by the `seconds` column")
+    assert f"(its median was {statistics.median(seconds):.2f} s)" in hours
+
+
+def test_the_paired_comparison_table_is_what_compare_prints():
+    command = re.search(r"`python cli\.py compare ([^`]+) --markdown` prints", README.replace("\n", " "))
+    runs = command.group(1).split()
+    start = README.index("| run | log p(x) | MC s.e.", command.end())
+    table = README[start : README.index("\n\n", start)]
+    result = invoke("compare", *[str(ROOT / run) for run in runs], "--markdown")
+    assert result.exit_code == 0, result.output
+    printed = result.output.replace(str(ROOT) + "/", "").strip()
+    assert table.strip() in printed
