@@ -21,15 +21,21 @@ MixtureSameFamily's (draws, K, D) tensors would be 4 GB each there), and whole t
 VampPrior recipe's model (gated 2 x 300, batch 100) with each, alternated; and the growth of peak memory
 (Linux's ``VmHWM``, a fresh process each) while scoring 100 images at K = 1000 with ``evaluate``'s chunks;
 (5) whole training steps of the HVAE recipe's model (gated 2 x 300, z1 and z2 of 40, batch 100, in the
-warm-up's KL weight) through Pyro's traces against the static path (``Model.log_weight_terms``), alternated.
+warm-up's KL weight) through Pyro's traces against the static path (``Model.log_weight_terms``), alternated;
+(6) the IWAE recipe's training (tanh 2 x 200, z = 50, K = 50, batch 20) on real MNIST images from its first
+step, twice from the same seed: keeping subnormal floats (torch's default) and flushing them to zero
+(``fit``'s default, ``TrainConfig.flush_denormal``); each block's milliseconds a step, and the largest
+difference between the two runs' losses. Needs ``--data-dir`` (MNIST in torchvision's layout).
 
     python benchmarks/levers.py --parts 4      # some parts (parts 0 and 1 run together)
+    python benchmarks/levers.py --parts 6 --data-dir ../shared/data
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -51,10 +57,17 @@ def per_call_ms(fn, repeats: int = 300) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", type=int, nargs="+", choices=range(6), default=list(range(6)))
+    parser.add_argument("--parts", type=int, nargs="+", choices=range(7), default=list(range(7)))
     parser.add_argument("--repeats", type=int, default=5, help="Part 5's alternations (20 steps each).")
+    parser.add_argument("--data-dir", default=None, help="MNIST for part 6 (without it, part 6 is skipped).")
+    parser.add_argument("--blocks", type=int, default=6, help="Part 6's blocks of 100 steps.")
     parser.add_argument("--peak-memory-of", choices=MIXTURES, help=argparse.SUPPRESS)  # the child
+    parser.add_argument("--subnormals-child", choices=("keep", "flush"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.subnormals_child:
+        return print(
+            json.dumps(iwae_subnormals_child(args.subnormals_child == "flush", args.data_dir, args.blocks))
+        )
     if args.peak_memory_of:
         return print(evaluation_peak_growth_gb(args.peak_memory_of == "MixtureSameFamily"))
     parts = set(args.parts)
@@ -68,6 +81,11 @@ def main() -> None:
         mixtures()
     if 5 in parts:
         hvae_paths(repeats=args.repeats)
+    if 6 in parts:
+        if args.data_dir is None:
+            print("  part 6 skipped: it needs --data-dir (MNIST)")
+        else:
+            iwae_subnormals(args.data_dir, args.blocks)
 
 
 def batches() -> None:
@@ -250,6 +268,50 @@ def hvae_paths(repeats: int, steps: int = 20) -> None:
           f"{statistics.median(times[False]):.1f}, static path {statistics.median(times[True]):.1f}; "
           f"ratio {statistics.median(ratios):.3f} (pairs {min(ratios):.3f}-{max(ratios):.3f})")  # fmt: skip
     loss_fn.static = True
+
+
+def iwae_subnormals(data_dir: str, blocks: int) -> None:
+    """The IWAE recipe's training from its first step, keeping subnormals and flushing them, from the same
+    seed, each in a fresh process (the setting reaches torch's worker threads only as they start)."""
+    runs = {}
+    for mode in ("keep", "flush"):
+        command = [sys.executable, __file__, "--subnormals-child", mode, "--data-dir", data_dir]
+        out = subprocess.run([*command, "--blocks", str(blocks)], capture_output=True, text=True, check=True)
+        runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        name = "flushed to zero (fit's default)" if mode == "flush" else "kept (torch's default)"
+        ms = ", ".join(f"{t:.1f}" for t in runs[mode]["ms"])
+        print(f"  IWAE recipe, subnormals {name}: ms a step, by blocks of 100 steps: {ms}")
+    pairs = zip(runs["keep"]["losses"], runs["flush"]["losses"], strict=True)
+    gap = max(abs(a - b) for a, b in pairs)
+    print(f"  largest difference between the two runs' losses (nats an image): {gap:.2e}")
+
+
+def iwae_subnormals_child(flush: bool, data_dir: str, blocks: int, steps: int = 100) -> dict:
+    import pyro
+
+    from pyrovae.config import ModelConfig
+    from pyrovae.data import load_dataset
+    from pyrovae.likelihoods import binarize
+    from pyrovae.model import VAE
+    from pyrovae.train import adam, elbo_loss, flush_subnormals
+
+    flush_subnormals(flush)  # first: before any worker thread starts
+    x = load_dataset("mnist", data_dir).x_train[: 20 * steps * blocks]
+    pyro.set_rng_seed(0)
+    loss_fn = elbo_loss(VAE(ModelConfig(z_dim=50, hidden_dims=(200, 200), arch="tanh")), "iwae", 50)
+    optimizer = adam(loss_fn.parameters(), 1e-3, 1e-4)
+    losses, ms = [], []
+    with pyro.validation_enabled(False):
+        for block in x.split(20 * steps):
+            start = time.perf_counter()
+            for batch in block.split(20):
+                loss = loss_fn(binarize(batch))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item() / 20)
+            ms.append((time.perf_counter() - start) / steps * 1e3)
+    return {"ms": ms, "losses": losses}
 
 
 # log1p (inside log_sigmoid, softplus and so the fused binary cross-entropy) against what pyrovae uses.

@@ -154,6 +154,11 @@ class TrainConfig:
     lr_schedule: str = "constant"
     # Adam's epsilon (the IWAE paper's 1e-4; torch's 1e-8).
     adam_eps: float = 1e-8
+    # Flush subnormal floats (below 1.2e-38) to zero while training on the CPU (torch.set_flush_denormal):
+    # the IWAE's normalised weights of its unlikely particles fall there, and arithmetic on them made an
+    # MNIST IWAE step up to 3.5 times slower here (benchmarks/levers.py, part 6); no figure moves.
+    # A run made before this option keeps them (False).
+    flush_denormal: bool = True
     # The objective (see pyrovae.objectives) and its particles z_1..z_K per image.
     elbo: str = "trace"
     num_particles: int = 1
@@ -202,6 +207,8 @@ class TrainConfig:
         _positive_int("eval_batch_size", self.eval_batch_size)
         _positive_number("lr", self.lr)
         _positive_number("adam_eps", self.adam_eps)
+        if not isinstance(self.flush_denormal, bool):
+            raise ValueError(f"flush_denormal must be true or false, got {self.flush_denormal!r}")
         from .optim import SCHEDULES
 
         if not isinstance(self.lr_schedule, str) or self.lr_schedule not in SCHEDULES:
@@ -224,6 +231,7 @@ class TrainConfig:
         d = dict(d)
         if "tensorboard" in d:  # the config.json of a run made before --logger
             d["loggers"] = ["tensorboard"] if d.pop("tensorboard") else []
+        d.setdefault("flush_denormal", False)  # a run made before the option kept subnormals
         return cls(**d)
 
 

@@ -185,6 +185,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     the directory is made, so bad input leaves nothing behind. Under torchrun every rank checks and
     builds, a failure on any ends them all, and rank 0 alone writes (see :mod:`pyrovae.distributed`).
     """
+    flush_subnormals(config.flush_denormal)
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
         with distributed.together(group):
@@ -232,6 +233,7 @@ def resume(
         raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
     config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
     config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
+    flush_subnormals(config.flush_denormal)
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
         with distributed.together(group):
@@ -396,6 +398,14 @@ class Trainer:
         return _unless_diverged(
             self.vae, lambda: evaluate_elbo(self.elbo_fn, x, self.config.eval_batch_size, self.group)
         )
+
+
+def flush_subnormals(flush: bool) -> None:
+    """From here on, the CPU's arithmetic flushes subnormal floats to zero where ``flush`` (else keeps
+    them, torch's default). The setting is each thread's own (x86's MXCSR) and torch's worker threads
+    take it from the thread that starts them, at the process's first parallel operation: so it is made
+    before any data is loaded, and a process whose workers already ran keeps theirs."""
+    torch.set_flush_denormal(flush)
 
 
 def _silent(message: str) -> None:

@@ -73,6 +73,15 @@ def test_levers_times_its_single_operations():
     assert re.search(r"HVAE training step .*: Pyro's traces " + NUMBER + ", static path " + NUMBER, out), out
 
 
+def test_levers_times_the_iwae_with_subnormals_kept_and_flushed(data_dir):
+    out = benchmark("levers.py", "--parts", "6", "--data-dir", str(data_dir), "--blocks", "1")
+    for name in ("kept", "flushed to zero"):
+        assert re.search(f"subnormals {name}.*: ms a step, by blocks of 100 steps: {NUMBER}$", out, re.M), out
+    gap = re.search(r"largest difference between the two runs' losses \(nats an image\): (\S+)", out)
+    assert float(gap.group(1)) < 5e-4, out  # below the last digit fit prints (here: 0, bit for bit)
+    assert "part 6 skipped" in benchmark("levers.py", "--parts", "6")
+
+
 def test_memory_estimate_child_measures_a_pass():
     """One of the benchmark's children (the whole table takes minutes: a fresh process per figure)."""
     out = benchmark("memory_estimate.py", "--child", '[{"arch": "gated", "family": "hvae"}, 4, true]')

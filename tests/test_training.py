@@ -1,13 +1,16 @@
 """Pyro and the hand-written baseline, trained side by side on real data, reach the same test ELBO."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pyro
 import pytest
 import torch
 
 from pyrovae.baseline import ClosedFormLoss
-from pyrovae.config import ModelConfig
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import binarize_fixed, load_dataset
 from pyrovae.model import VAE
 from pyrovae.train import elbo_loss, evaluate_elbo, train_epoch
@@ -43,3 +46,38 @@ def test_pyro_and_baseline_reach_the_same_test_elbo(data_dir):
         test_elbo[name] = evaluate_elbo(loss_fn, x_test, batch_size=1000)
     assert -260 < test_elbo["pyro"] < -240, test_elbo
     assert abs(test_elbo["pyro"] - test_elbo["baseline"]) < TOLERANCE_NATS, test_elbo
+
+
+# In a fresh process: the setting is each thread's own, and torch's worker threads take it as they start.
+_FLUSH_PROBE = """
+import json, sys, torch
+from pyrovae import train
+from pyrovae.config import ModelConfig, TrainConfig
+
+def flushed() -> float:  # the fraction of a product split across the worker threads that is flushed
+    return (torch.full((4 * 10**6,), 1e-30) * 1e-10).eq(0).float().mean().item()
+
+seen = []
+probe = lambda line: seen.append(flushed()) if not seen else None  # "fitting ...": data loaded, model built
+flush, out = json.loads(sys.argv[1]), sys.argv[2]
+config = TrainConfig(dataset="synthetic", epochs=1, batch_size=64, out=out, flush_denormal=flush,
+                     model=ModelConfig(z_dim=2, hidden_dims=(16,)))
+train.fit(config, log=probe)
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_fit_flushes_subnormals_in_every_thread_as_told(tmp_path, flush):
+    command = [sys.executable, "-c", _FLUSH_PROBE, str(flush).lower(), str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # two workers, so that a thread left out shows
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1]) == (1.0 if flush else 0.0)
+
+
+def test_a_run_made_before_flush_denormal_keeps_subnormals():
+    old = TrainConfig().to_dict()
+    del old["flush_denormal"]
+    assert TrainConfig.from_dict(old).flush_denormal is False
+    assert TrainConfig().flush_denormal is True
