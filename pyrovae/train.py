@@ -13,7 +13,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,11 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     the directory is made, so bad input leaves nothing behind. Under torchrun every rank checks and
     builds, a failure on any ends them all, and rank 0 alone writes (see :mod:`pyrovae.distributed`).
     """
-    flush_subnormals(config.flush_denormal)
+    with subnormals_flushed(config.flush_denormal):
+        return _fit(config, data, log)
+
+
+def _fit(config: TrainConfig, data: Dataset | None, log: Callable[[str], None]) -> Path:
     device = distributed.device_for(resolve_device(config.device), distributed.current())
     with distributed.process_group(device) as group:
         with distributed.together(group):
@@ -233,18 +237,18 @@ def resume(
         raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
     config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
     config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
-    flush_subnormals(config.flush_denormal)
-    device = distributed.device_for(resolve_device(config.device), distributed.current())
-    with distributed.process_group(device) as group:
-        with distributed.together(group):
-            loggers.check_available(config)
-            if data is None:
-                data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
-            memory.check_fits(
-                memory.training_bytes(config, len(data.x_train)), device, "this model's training"
-            )
-            trainer = Trainer(config, data, device, payload, group)
-        trainer.run(run_dir, log)
+    with subnormals_flushed(config.flush_denormal):
+        device = distributed.device_for(resolve_device(config.device), distributed.current())
+        with distributed.process_group(device) as group:
+            with distributed.together(group):
+                loggers.check_available(config)
+                if data is None:
+                    data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
+                memory.check_fits(
+                    memory.training_bytes(config, len(data.x_train)), device, "this model's training"
+                )
+                trainer = Trainer(config, data, device, payload, group)
+            trainer.run(run_dir, log)
     return run_dir
 
 
@@ -400,12 +404,21 @@ class Trainer:
         )
 
 
-def flush_subnormals(flush: bool) -> None:
-    """From here on, the CPU's arithmetic flushes subnormal floats to zero where ``flush`` (else keeps
-    them, torch's default). The setting is each thread's own (x86's MXCSR) and torch's worker threads
-    take it from the thread that starts them, at the process's first parallel operation: so it is made
-    before any data is loaded, and a process whose workers already ran keeps theirs."""
+@contextlib.contextmanager
+def subnormals_flushed(flush: bool) -> Iterator[None]:
+    """Within the block, the CPU's arithmetic flushes subnormal floats to zero where ``flush`` (else keeps
+    them, torch's default); after it, this thread's setting is what it was.
+
+    The setting is each thread's own (x86's MXCSR), and torch's worker threads take it from the thread
+    that starts them, at the process's first parallel operation: so the block is entered before any data
+    is loaded, and in a process whose workers ran before it (a notebook's second ``fit``) they keep theirs.
+    """
+    before = sys.float_info.min / 2 == 0  # this thread flushes now
     torch.set_flush_denormal(flush)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def _silent(message: str) -> None:
