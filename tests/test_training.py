@@ -59,21 +59,26 @@ def flushed() -> float:  # the fraction of a product split across the worker thr
 
 seen = []
 probe = lambda line: seen.append(flushed()) if not seen else None  # "fitting ...": data loaded, model built
-flush, out = json.loads(sys.argv[1]), sys.argv[2]
-config = TrainConfig(dataset="synthetic", epochs=1, batch_size=64, out=out, flush_denormal=flush,
-                     model=ModelConfig(z_dim=2, hidden_dims=(16,)))
-train.fit(config, log=probe)
-print(seen[0])
+flush, out, command = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+if command == "fit":
+    train.fit(TrainConfig(dataset="synthetic", epochs=1, batch_size=64, out=out, flush_denormal=flush,
+                          model=ModelConfig(z_dim=2, hidden_dims=(16,))), log=probe)
+else:
+    train.resume(out, {"epochs": 2}, log=probe)
+print(seen[0], flushed() if sys.float_info.min / 2 != 0 else "main thread left flushing")
 """
 
 
 @pytest.mark.parametrize("flush", [True, False])
-def test_fit_flushes_subnormals_in_every_thread_as_told(tmp_path, flush):
-    command = [sys.executable, "-c", _FLUSH_PROBE, str(flush).lower(), str(tmp_path / "run")]
+def test_fit_and_resume_flush_subnormals_in_every_thread_as_told(tmp_path, flush):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}  # two workers, so that a thread left out shows
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr
-    assert float(result.stdout.strip().splitlines()[-1]) == (1.0 if flush else 0.0)
+    for command in ("fit", "resume"):  # each in a process of its own, as from the command line
+        probe = [sys.executable, "-c", _FLUSH_PROBE, str(flush).lower(), str(tmp_path / "run"), command]
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr
+        during, after = result.stdout.strip().splitlines()[-1].split(" ", 1)
+        assert float(during) == (1.0 if flush else 0.0), command
+        assert after != "main thread left flushing", command  # its setting is given back
 
 
 def test_a_run_made_before_flush_denormal_keeps_subnormals():
