@@ -185,13 +185,7 @@ def fit(config: TrainConfig, data: Dataset | None = None, log: Callable[[str], N
     the directory is made, so bad input leaves nothing behind. Under torchrun every rank checks and
     builds, a failure on any ends them all, and rank 0 alone writes (see :mod:`pyrovae.distributed`).
     """
-    with subnormals_flushed(config.flush_denormal):
-        return _fit(config, data, log)
-
-
-def _fit(config: TrainConfig, data: Dataset | None, log: Callable[[str], None]) -> Path:
-    device = distributed.device_for(resolve_device(config.device), distributed.current())
-    with distributed.process_group(device) as group:
+    with _training_process(config) as (device, group):
         with distributed.together(group):
             loggers.check_available(config)
             if data is None:
@@ -237,19 +231,27 @@ def resume(
         raise UserError(f"{run_dir} has no checkpoint: it stopped before its first epoch ended; fit it anew")
     config, payload = io.load_checkpoint(run_dir / io.CHECKPOINT)
     config = runs.apply_changes(config, changes or {}, payload["epoch"], run_dir)
+    with _training_process(config) as (device, group):
+        with distributed.together(group):
+            loggers.check_available(config)
+            if data is None:
+                data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
+            memory.check_fits(
+                memory.training_bytes(config, len(data.x_train)), device, "this model's training"
+            )
+            trainer = Trainer(config, data, device, payload, group)
+        trainer.run(run_dir, log)
+    return run_dir
+
+
+@contextlib.contextmanager
+def _training_process(config: TrainConfig) -> Iterator[tuple[torch.device, Group]]:
+    """What ``fit`` and ``resume`` train within: subnormals as ``config`` says (first, before any data
+    is loaded: see :func:`subnormals_flushed`), its device and, under torchrun, the process group."""
     with subnormals_flushed(config.flush_denormal):
         device = distributed.device_for(resolve_device(config.device), distributed.current())
         with distributed.process_group(device) as group:
-            with distributed.together(group):
-                loggers.check_available(config)
-                if data is None:
-                    data = load_dataset(config.dataset, config.data_dir, config.test_fraction)
-                memory.check_fits(
-                    memory.training_bytes(config, len(data.x_train)), device, "this model's training"
-                )
-                trainer = Trainer(config, data, device, payload, group)
-            trainer.run(run_dir, log)
-    return run_dir
+            yield device, group
 
 
 class Trainer:
