@@ -51,7 +51,7 @@ def user_errors(command):
         except UserError as e:
             if not group.is_main:  # under torchrun, rank 0 alone says it
                 raise SystemExit(1) from None
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(" ".join(str(e).split())) from None  # one line, whatever it quotes
         except OSError as e:  # a folder that is missing, full or read-only
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"cannot write {where}{e.strerror or e}") from None

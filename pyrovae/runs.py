@@ -118,8 +118,32 @@ def load_run(
         path = run_dir / io.BEST_CHECKPOINT
     config, payload = io.load_checkpoint(path, map_location=device)
     vae = VAE(config.model)
+    weights = payload.get("model")
+    misfit = _misfit(vae.state_dict(), weights) if isinstance(weights, dict) else "it holds no weights"
+    if misfit:
+        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({misfit})")
     try:
-        vae.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({e})") from None
+        vae.load_state_dict(weights)
+    except RuntimeError as e:  # names and shapes fit: a value torch cannot copy
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"{run_dir}: the checkpoint's weights do not fit its config ({first})") from None
     return vae.to(device).eval(), config, payload
+
+
+def _misfit(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> str:
+    """The first way ``found`` differs from ``expected`` in names and shapes, in one line ("" if none)."""
+    problems = [f"{name} is missing" for name in expected if name not in found]
+    problems += [f"{name} is not in the model" for name in found if name not in expected]
+    problems += [
+        f"{name} is {_shape(found[name])} in the checkpoint, {_shape(tensor)} in the model"
+        for name, tensor in expected.items()
+        if name in found and (not isinstance(found[name], torch.Tensor) or found[name].shape != tensor.shape)
+    ]
+    more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+    return problems[0] + more if problems else ""
+
+
+def _shape(value: Any) -> str:
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a tensor"
+    return " x ".join(map(str, value.shape)) or "a scalar"

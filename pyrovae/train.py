@@ -308,13 +308,19 @@ class Trainer:
         if self.metrics and main:
             io.write_metrics(run_dir, self.metrics)  # the checkpoint's rows, should the run have died between
         first = len(self.metrics) + 1
-        log(
-            f"{'resuming' if first > 1 else 'fitting'} {config.dataset} ({len(data.x_train)} train, "
-            f"{len(self.x_valid)} validation, {len(data.x_test)} test images) on {device} with "
-            f"{config.elbo} (K = {config.num_particles}), "
-            + (f"from epoch {first}, " if first > 1 else "")
-            + f"into {run_dir}"
-        )
+        if first > config.epochs:
+            log(
+                f"{run_dir} has trained all its {config.epochs} epochs (fit --resume {run_dir} --epochs N "
+                "goes on to epoch N); drawing its pictures again"
+            )
+        else:
+            log(
+                f"{'resuming' if first > 1 else 'fitting'} {config.dataset} ({len(data.x_train)} train, "
+                f"{len(self.x_valid)} validation, {len(data.x_test)} test images) on {device} with "
+                f"{config.elbo} (K = {config.num_particles}), "
+                + (f"from epoch {first}, " if first > 1 else "")
+                + f"into {run_dir}"
+            )
         board = loggers.Loggers(run_dir, config)
         try:
             steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)

@@ -34,8 +34,11 @@ RUN_FILES = {
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.exit_code != 0
     assert "Traceback" not in result.output
-    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    lines = result.output.splitlines()
+    error_lines = [line for line in lines if line.startswith("Error:")]
     assert len(error_lines) == 1, result.output
+    # the message is the last thing printed: nothing of it spills onto further lines
+    assert not any(line.strip() for line in lines[lines.index(error_lines[0]) + 1 :]), result.output
     for fragment in fragments:
         assert fragment in error_lines[0], result.output
 
@@ -306,3 +309,12 @@ def test_evaluate_an_empty_folder_is_a_one_line_error(tmp_path):
 def test_evaluate_a_foreign_checkpoint_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
     assert_one_line_error(invoke("evaluate", str(tmp_path)), "not a readable pyrovae checkpoint")
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_a_one_line_error(synthetic_run, tmp_path):
+    payload = torch.load(synthetic_run / "checkpoint.pt", weights_only=True)
+    payload["config"]["model"]["z_dim"] += 1
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    assert_one_line_error(
+        invoke("reconstruct", str(tmp_path)), "do not fit its config", "guide.encoder", "in the checkpoint"
+    )

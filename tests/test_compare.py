@@ -237,7 +237,7 @@ def test_reproduce_fits_scores_and_on_a_second_call_carries_on_without_scoring_a
     assert "fit --resume" in second.stdout and "scored already" in second.stdout
     assert json.loads((run / "evaluation.json").read_text()) == scores
     log = (tmp_path / "runs" / "tiny.log").read_text()
-    assert "fitting synthetic" in log and "resuming synthetic" in log
+    assert "fitting synthetic" in log and f"{run} has trained all its 2 epochs" in log
     status = subprocess.run([*command, "--status"], capture_output=True, text=True, timeout=120)
     cells = [c.strip() for c in status.stdout.splitlines()[-1].split("|")[1:-1]]
     assert cells[:4] == ["tiny", "2 of 2", cells[2], "finished"] and cells[2].endswith(
