@@ -143,10 +143,29 @@ def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
     A long run's first epochs sit tens of nats below where it ends (epoch 1 near -270, the last near -85
     on MNIST): a range that held them would press the part worth reading, the gap between training and
     validation and the plateau, into a few pixels. Runs of more than 20 epochs leave their first 5% out
-    of the range (their curves leave the frame, and the title says so)."""
+    of the range. A spike would do the same from later on (a diverging step can put one epoch's training
+    bound 50,000 nats down, and the next epochs recover): of 20 values or more, those farther outside
+    the middle 90% than its own width are left out of the range too. What leaves the frame is cut at it,
+    and the title names its epochs."""
     k = len(metrics) // 20 if len(metrics) > 20 else 0
-    values = [v for m in metrics[k:] for v in _curve_values(m)]
-    return k, nice_ticks(min(values), max(values))
+    values = sorted(v for m in metrics[k:] for v in _curve_values(m))
+    if len(values) >= 20:
+        low, high = values[len(values) // 20], values[-1 - len(values) // 20]
+        values = [v for v in values if low - (high - low) <= v <= high + (high - low)]
+    return k, nice_ticks(values[0], values[-1])
+
+
+def _spans(epochs: list[int], most: int = 3) -> str:
+    """``[1, 2, 3, 9, 12, 13]`` as "epochs 1-3, 9, 12-13": the first ``most`` runs of consecutive epochs."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and epoch == runs[-1][-1] + 1:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    words = [f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs[:most]]
+    more = f" and {sum(len(r) for r in runs[most:])} more" if len(runs) > most else ""
+    return ("epoch " if len(epochs) == 1 else "epochs ") + ", ".join(words) + more
 
 
 def _curve_values(row: dict[str, float]) -> list[float]:
@@ -164,7 +183,7 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
         for name, column in CURVE_COLUMNS.items()
     }
     curves = {name: points for name, points in curves.items() if points}  # no validation split: no curve
-    skipped, ys = elbo_range(metrics)
+    _, ys = elbo_range(metrics)
     xs = [x for x in nice_ticks(min(epochs), max(epochs)) if x == int(x)] or [min(epochs)]  # whole epochs
     width, height, left, right, top, bottom = 640, 440, 78, 20, 36, 56
     x0, x1, y0, y1 = min(xs[0], min(epochs)), max(xs[-1], max(epochs)), ys[0], ys[-1]  # y1 > y0 always
@@ -211,11 +230,10 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
     title = []
     if best is not None:
         row = next(m for m in metrics if m["epoch"] == best)
-        title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed red line)")
-    out = [m["epoch"] for m in metrics[:skipped] if any(not y0 <= v <= y1 for v in _curve_values(m))]
+        title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed)")
+    out = [int(m["epoch"]) for m in metrics if any(not y0 <= v <= y1 for v in _curve_values(m))]
     if out:
-        span = f"epoch {out[0]:.0f}" if out[0] == out[-1] else f"epochs {out[0]:.0f}-{out[-1]:.0f}"
-        title.append(f"{span} outside the frame")
+        title.append(f"{_spans(out)} outside the frame")
     draw.text(((left + width - right) / 2, 10), "; ".join(title), fill="black", font=font, anchor="ma")
     draw.text(((left + width - right) / 2, height - 22), "epoch", fill="black", font=font, anchor="ma")
     label = Image.new("RGB", (220, 18), "white")

@@ -212,6 +212,26 @@ def test_a_long_runs_curves_fill_the_picture_with_its_later_epochs(tmp_path):
     assert rows.min() >= TOP and rows[in_plot].max() < TOP + PLOT_HEIGHT  # cut at the frame
 
 
+def test_a_spike_late_in_a_run_neither_flattens_the_curves_nor_goes_unsaid(tmp_path):
+    """The Fashion-MNIST HVAE row's run: near -229 from epoch 100 on, but epoch 649's training bound
+    fell to -52,794 (one diverging step) and its next epochs recovered. A range that held the spike would
+    press the other 299 epochs into one row of pixels; the title names the epochs left outside."""
+    metrics = [
+        {"epoch": e, "train_elbo": -228 - 30 * 0.97**e, "valid_elbo": -229.5 - 30 * 0.97**e}
+        for e in range(1, 301)
+    ]
+    metrics[199] = {"epoch": 200, "train_elbo": -52_793.6, "valid_elbo": -252.9}  # the spike
+    metrics[201] = {"epoch": 202, "train_elbo": -517.2, "valid_elbo": -234.1}
+    skipped, ticks = plots.elbo_range(metrics)
+    assert skipped == 15 and -260 <= ticks[0] <= -229.5 - 30 * 0.97**16 and ticks[-1] >= -228
+    plots.save_elbo_curves(metrics, tmp_path / "elbo.png")
+    rows, columns = _rows_and_columns(_pixels_of(tmp_path / "elbo.png"), plots.CURVE_COLOURS["validation"])
+    in_plot = (columns > LEFT) & (columns < LEFT + PLOT_WIDTH - 110)
+    assert rows[in_plot].max() - rows[in_plot].min() > 0.6 * PLOT_HEIGHT
+    assert plots._spans([1, 2, 3, 15, 200, 202]) == "epochs 1-3, 15, 200 and 1 more"
+    assert plots._spans([7]) == "epoch 7"
+
+
 def test_curves_reads_a_run_still_training_and_refuses_what_fit_does_not_write(synthetic_run, tmp_path):
     import shutil
 
