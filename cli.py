@@ -31,7 +31,7 @@ from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.loggers import LOGGERS
 from pyrovae.model import MODELS
-from pyrovae.networks import NETWORKS
+from pyrovae.networks import NETWORKS, SCALES
 from pyrovae.objectives import OBJECTIVES
 from pyrovae.optim import SCHEDULES
 from pyrovae.priors import PRIORS
@@ -275,6 +275,13 @@ def cli(imports: tuple[str, ...]) -> None:
     "--num-components", type=POSITIVE_INT, default=ModelConfig.num_components, help="For --prior mog or vamp."
 )
 @click.option(
+    "--scale",
+    type=Registered(SCALES),
+    default=ModelConfig.scale,
+    help="The Gaussians' standard deviations from the networks: softplus (+ 1e-4), or bounded (log-variance "
+    "in [-6, 2], as the VampPrior paper's code).",
+)
+@click.option(
     "--elbo",
     type=Registered(OBJECTIVES),
     default=TrainConfig.elbo,
@@ -356,6 +363,7 @@ def fit(
     guide: str,
     num_flows: int,
     family: str,
+    scale: str,
     config_file: str | None,
     resume: str | None,
     **options,
@@ -373,6 +381,7 @@ def fit(
         guide=guide,
         num_flows=num_flows,
         family=family,
+        scale=scale,
     )
 
     def given(name: str) -> bool:

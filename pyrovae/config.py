@@ -98,6 +98,9 @@ class ModelConfig:
     num_flows: int = 2
     # The model (see pyrovae.model): vae, or hvae (two stochastic layers, each of size z_dim).
     family: str = "vae"
+    # How the Gaussians' standard deviations are made (see pyrovae.networks): softplus, or bounded
+    # (the VampPrior code's log-variance in [-6, 2]).
+    scale: str = "softplus"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", _sizes("image_shape", self.image_shape))
@@ -113,7 +116,7 @@ class ModelConfig:
         from .guides import GUIDES  # the registries import torch; configs are read without it
         from .likelihoods import LIKELIHOODS
         from .model import MODELS
-        from .networks import NETWORKS
+        from .networks import NETWORKS, SCALES
         from .priors import PRIORS
 
         for kind, name, table in (
@@ -122,6 +125,7 @@ class ModelConfig:
             ("guide", self.guide, GUIDES),
             ("model", self.family, MODELS),
             ("architecture", self.arch, NETWORKS),
+            ("scale", self.scale, SCALES),
         ):
             check_registered(kind, name, table)
         NETWORKS[self.arch].check(self.image_shape)

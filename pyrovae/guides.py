@@ -35,7 +35,7 @@ class Guide(PyroModule):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.encoder = Encoder(
-            config.x_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape
+            config.x_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape, config.scale
         )
 
     def posterior(self, x: torch.Tensor) -> dist.Distribution:

@@ -106,8 +106,9 @@ class HierarchicalGuide(Guide):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder_z1 = JointEncoder(
-            config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape
-        )
+            config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape,
+            config.scale,
+        )  # fmt: skip
 
     def posterior(self, x):
         return dist.Normal(*self.encoder(x)).to_event(1)
@@ -154,7 +155,7 @@ class HierarchicalModel(Model):
         super().__init__(config, encoder)
         hidden, z = config.hidden_dims, config.z_dim
         del self.decoder
-        self.p_z1 = Encoder(z, hidden, z, config.arch)  # z2 -> (loc, scale) of z1
+        self.p_z1 = Encoder(z, hidden, z, config.arch, scale=config.scale)  # z2 -> (loc, scale) of z1
         outputs = config.x_dim * self.p_x.params_per_pixel
         self.decoder = JointDecoder(z, z, hidden, outputs, config.arch, config.image_shape)
 

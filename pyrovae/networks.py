@@ -255,12 +255,49 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
     return MLP.dense(sizes)
 
 
-def gaussian_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loc, scale)`` from a layer's output (..., 2 * z_dim)."""
-    loc, raw_scale = out.chunk(2, dim=-1)  # (..., z_dim) each
-    # softplus keeps the scale positive by construction and, unlike exp, cannot overflow;
-    # the floor keeps log q(z|x) finite when a unit collapses.
-    return loc, F.softplus(raw_scale) + 1e-4
+SCALES: dict[str, type[Scale]] = {}
+register_scale = registrar(SCALES)
+
+
+class Scale:
+    """How a network's unconstrained output ``raw`` becomes a Gaussian's standard deviation ``sigma``
+    (``fit --scale``): the encoders' ``q(z | x)``, ``q(z1 | x, z2)`` and the HVAE's ``p(z1 | z2)``."""
+
+    name: str
+
+    @staticmethod
+    def sigma(raw: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register_scale("softplus")
+class Softplus(Scale):
+    """``sigma = softplus(raw) + 1e-4``: positive by construction and, unlike exp, never overflowing;
+    the floor keeps log q(z | x) finite when a unit collapses. Unbounded above, down to 1e-4 below."""
+
+    @staticmethod
+    def sigma(raw):
+        return F.softplus(raw) + 1e-4
+
+
+@register_scale("bounded")
+class BoundedLogVariance(Scale):
+    """``log sigma^2 = hardtanh(raw, -6, 2)``, so ``sigma`` in ``[e^-3, e] = [0.050, 2.72]``: the VampPrior
+    paper's code (jmtomczak/vae_vampprior: every log-variance is ``NonLinear(..., nn.Hardtanh(min_val=-6.,
+    max_val=2.))``). A conditional ``p(z1 | z2)`` this narrow at most cannot make one step's bound explode
+    as one of sigma 1e-4 can; a unit held at a bound gets no gradient through its scale, as there."""
+
+    LOG_VARIANCE = (-6.0, 2.0)
+
+    @staticmethod
+    def sigma(raw):
+        return torch.exp(0.5 * F.hardtanh(raw, *BoundedLogVariance.LOG_VARIANCE))
+
+
+def gaussian_parameters(out: torch.Tensor, scale: str = "softplus") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loc, sigma)`` from a layer's output (..., 2 * z_dim), ``sigma`` by the ``scale`` of SCALES."""
+    loc, raw = out.chunk(2, dim=-1)  # (..., z_dim) each
+    return loc, SCALES[scale].sigma(raw)
 
 
 class Encoder(nn.Module):
@@ -273,21 +310,23 @@ class Encoder(nn.Module):
         z_dim: int,
         arch: str = "mlp",
         image_shape: tuple[int, ...] | None = None,
+        scale: str = "softplus",
     ):
         super().__init__()
         self.net = NETWORKS[arch].reading([x_dim, *hidden_dims, 2 * z_dim], image_shape)
+        self.scale = scale
 
     @property
     def context_dim(self) -> int:
         return self.net[-1].in_features
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return gaussian_parameters(self.net(x))
+        return gaussian_parameters(self.net(x), self.scale)
 
     def with_context(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loc, scale, h)``: ``h`` the last hidden layer (..., context_dim), the context of a flow."""
         h = self.net[:-1](x)
-        return *gaussian_parameters(self.net[-1](h)), h
+        return *gaussian_parameters(self.net[-1](h), self.scale), h
 
 
 class JointEncoder(nn.Module):
@@ -302,10 +341,12 @@ class JointEncoder(nn.Module):
         z_dim: int,
         arch: str = "mlp",
         image_shape: tuple[int, ...] | None = None,
+        scale: str = "softplus",
     ):
         super().__init__()
         layers, width = NETWORKS[arch], hidden_dims[-1]
         self.a = layers.reader(a_dim, width, image_shape)  # a: the image
+        self.scale = scale
         self.b = nn.Sequential(*layers.hidden_layer(b_dim, width))
         self.joint = layers.dense([2 * width, *hidden_dims[1:], 2 * z_dim])
 
@@ -315,7 +356,8 @@ class JointEncoder(nn.Module):
     def given(self, a_features: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` from ``self.a(a)``, (N, width), read once for many draws of b."""
         b = self.b(b)  # (..., N, width): particles of b, one a
-        return gaussian_parameters(self.joint(torch.cat(torch.broadcast_tensors(a_features, b), dim=-1)))
+        joint = self.joint(torch.cat(torch.broadcast_tensors(a_features, b), dim=-1))
+        return gaussian_parameters(joint, self.scale)
 
 
 class JointDecoder(nn.Module):

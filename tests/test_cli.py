@@ -77,6 +77,7 @@ def test_config_json_holds_every_option(synthetic_run):
         "guide": "gaussian",
         "num_flows": 2,
         "family": "vae",
+        "scale": "softplus",
     }
     options = {p.name for p in cli.commands["fit"].params}
     assert options - set(config["model"]) - {"resume", "config_file"} <= set(config)

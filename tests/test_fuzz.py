@@ -82,6 +82,7 @@ FIT_OPTIONS = {
     "--prior": choice(["normal", "mog", "vamp", "studentt"], ["flat"]),
     "--num-components": sizes(st.integers(1, 5)),
     "--elbo": choice(["trace", "meanfield", "iwae", "iwae-dreg"], ["rws"]),
+    "--scale": choice(["softplus", "bounded"], ["exp"]),
     "--num-particles": sizes(st.integers(1, 3)),
     "--warmup": (_strings(st.integers(0, 2)), st.one_of(_strings(st.integers(-3, -1)), NOT_NUMBERS)),
     "--beta": NUMBERS,

@@ -170,6 +170,42 @@ def test_active_units_are_counted_in_each_layer_without_touching_the_global_rand
     assert one_layer["active_units_by_layer"] == {"z": one_layer["active_units"]}
 
 
+def test_bounded_scales_hold_a_collapsing_conditional_prior_at_the_reference_floor(x_small):
+    """p(z1 | z2) driven as narrow as its network can make it: softplus scales fall to their 1e-4
+    floor and one draw's bound to about -(z1 - loc)^2 / 2e-8; the bounded log-variance stops at
+    sigma = e^-3, where log p(z1 | z2) >= -(z1 - loc)^2 e^6 / 2 + 3 - log(2 pi) / 2 per unit."""
+    bounds = {}
+    for scale in ("softplus", "bounded"):
+        torch.manual_seed(0)
+        vae = VAE(ModelConfig(z_dim=3, hidden_dims=(16,), family="hvae", scale=scale)).double()
+        last = vae.model.p_z1.net[-1]
+        with torch.no_grad():
+            last.bias[3:] = -1e3  # the raw scales of the 3 units of z1
+        pyro.set_rng_seed(5)
+        z2 = vae.guide.posterior(x_small).sample()
+        z1 = vae.guide.lower(x_small, z2).sample()
+        p_z1 = vae.model.conditional_prior(z2).base_dist
+        floor = {"softplus": 1e-4, "bounded": math.exp(-3)}[scale]
+        torch.testing.assert_close(p_z1.scale, torch.full_like(p_z1.scale, floor), rtol=1e-6, atol=0)
+        worst = (-((z1 - p_z1.loc) ** 2) * math.exp(6) / 2 + 3 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_p = vae.model.conditional_prior(z2).log_prob(z1)
+        bounds[scale] = log_p
+        if scale == "bounded":
+            torch.testing.assert_close(log_p, worst)  # at the floor, the bound is met exactly
+    assert (bounds["softplus"] < 1e3 * bounds["bounded"]).all()  # the floor is what kept it finite
+
+
+def test_bounded_scale_is_the_reference_log_variance_clamped_to_minus_six_and_two():
+    from pyrovae.networks import SCALES
+
+    raw = torch.tensor([-50.0, -6.0, -1.0, 0.0, 2.0, 50.0], requires_grad=True)
+    sigma = SCALES["bounded"].sigma(raw)
+    torch.testing.assert_close(sigma, torch.exp(0.5 * torch.tensor([-6.0, -6.0, -1.0, 0.0, 2.0, 2.0])))
+    sigma.sum().backward()
+    assert raw.grad[0] == 0 and raw.grad[-1] == 0 and (raw.grad[2:4] > 0).all()  # Hardtanh's gradient
+    assert ModelConfig().scale == "softplus"  # earlier runs' config.json, without the key, load unchanged
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -178,7 +214,7 @@ def test_active_units_are_counted_in_each_layer_without_touching_the_global_rand
         ["--guide", "spline", "--num-flows", "1", "--elbo", "iwae-dreg", "--num-particles", "2"],
         ["--model", "hvae", "--prior", "vamp", "--num-components", "5"],
         ["--model", "hvae", "--elbo", "iwae", "--num-particles", "3"],
-        ["--arch", "gated", "--hidden-dims", "32,32", "--model", "hvae"],
+        ["--arch", "gated", "--hidden-dims", "32,32", "--model", "hvae", "--scale", "bounded"],
         ["--arch", "gated", "--guide", "iaf"],
         ["--arch", "conv", "--likelihood", "discretized-logistic"],
         ["--arch", "conv", "--model", "hvae", "--prior", "vamp", "--num-components", "3"],
@@ -204,6 +240,7 @@ def test_guides_and_models_fit_evaluate_and_draw_from_the_cli(tmp_path, args):
         (["--guide", "realnvp"], "'--guide'"),
         (["--num-flows", "0"], "'--num-flows'"),
         (["--arch", "transformer"], "'--arch'"),
+        (["--scale", "exp"], "'--scale'"),
     ],
 )
 def test_bad_guide_or_model_is_a_one_line_error(tmp_path, args, fragment):
