@@ -4,9 +4,10 @@ The architecture is a registry of hidden layers (``fit --arch``): ``mlp``, linea
 ``gated``, the gated dense layers of the VampPrior paper; ``conv``, convolutions where a network reads
 or writes an image and linear + ReLU layers elsewhere; ``gated-conv``, the gated convolutions of the
 VampPrior paper's ConvHVAE where a network reads or writes an image, gated dense layers elsewhere;
-``tanh``, linear layers and tanh (the IWAE paper's). Every network maps ``(..., d_in)`` to
-``(..., d_out)``, whatever the leading (particle, sample) dimensions; images are flat vectors between
-networks, and a convolutional network gives them their ``(C, H, W)`` shape inside itself.
+``tanh``, linear layers and tanh (the IWAE paper's). A second registry, ``SCALES`` (``fit --scale``),
+says how the Gaussians' standard deviations come from the networks' outputs. Every network maps
+``(..., d_in)`` to ``(..., d_out)``, whatever the leading (particle, sample) dimensions; images are flat
+vectors between networks, and a convolutional network gives them their ``(C, H, W)`` shape inside itself.
 """
 
 from __future__ import annotations
@@ -284,8 +285,9 @@ class Softplus(Scale):
 class BoundedLogVariance(Scale):
     """``log sigma^2 = hardtanh(raw, -6, 2)``, so ``sigma`` in ``[e^-3, e] = [0.050, 2.72]``: the VampPrior
     paper's code (jmtomczak/vae_vampprior: every log-variance is ``NonLinear(..., nn.Hardtanh(min_val=-6.,
-    max_val=2.))``). A conditional ``p(z1 | z2)`` this narrow at most cannot make one step's bound explode
-    as one of sigma 1e-4 can; a unit held at a bound gets no gradient through its scale, as there."""
+    max_val=2.))``). At sigma >= e^-3 a log-density weighs a draw's squared distance from its mean by at
+    most e^6 / 2 = 202 a unit, where softplus's floor allows 5e7; a unit held at a bound gets no gradient
+    through its scale, as there."""
 
     LOG_VARIANCE = (-6.0, 2.0)
 
