@@ -107,7 +107,7 @@ class HierarchicalGuide(Guide):
         super().__init__(config)
         self.encoder_z1 = JointEncoder(
             config.x_dim, config.z_dim, config.hidden_dims, config.z_dim, config.arch, config.image_shape,
-            config.scale,
+            scale=config.scale,
         )  # fmt: skip
 
     def posterior(self, x):
