@@ -18,11 +18,11 @@ def registries_as_they_were():
     from pyrovae.likelihoods import LIKELIHOODS
     from pyrovae.loggers import LOGGERS
     from pyrovae.model import MODELS
-    from pyrovae.networks import NETWORKS
+    from pyrovae.networks import NETWORKS, SCALES
     from pyrovae.objectives import OBJECTIVES
     from pyrovae.priors import PRIORS
 
-    tables = (GUIDES, LIKELIHOODS, LOGGERS, MODELS, NETWORKS, OBJECTIVES, PRIORS)
+    tables = (GUIDES, LIKELIHOODS, LOGGERS, MODELS, NETWORKS, OBJECTIVES, PRIORS, SCALES)
     saved = [dict(table) for table in tables]
     yield
     for table, before in zip(tables, saved, strict=True):
@@ -38,7 +38,7 @@ def load(name: str):
 
 
 @pytest.mark.parametrize(
-    "name", ["swap_likelihood", "swap_prior", "swap_network", "swap_guide", "swap_objective"]
+    "name", ["swap_likelihood", "swap_prior", "swap_network", "swap_guide", "swap_objective", "swap_scale"]
 )
 def test_example_trains_and_prints_log_px(name, tmp_path):
     example = load(name)
@@ -82,6 +82,20 @@ def test_a_model_and_guide_of_your_own_train_and_score(tmp_path):
     args = ["--dataset", "synthetic", "--epochs", "1", "--num-samples", "10", "--num-points", "20"]
     result = CliRunner().invoke(example.main, args, catch_exceptions=False)
     assert result.exit_code == 0 and "IS log p(x)" in result.output, result.output
+
+
+def test_the_example_scale_is_the_log_variance_head_of_every_gaussian_the_networks_give(tmp_path):
+    import torch
+
+    vae, config = trained("swap_scale", tmp_path / "r")
+    assert config.model.scale == "log-variance"
+    x = torch.rand(3, 784).round()
+    encoder = vae.guide.encoder
+    raw = encoder.net(x).chunk(2, dim=-1)[1]  # (3, z_dim): the head's second half, log sigma^2
+    loc, sigma = encoder(x)
+    assert torch.equal(sigma, torch.exp(0.5 * raw))
+    assert torch.equal(vae.guide.posterior(x).base_dist.scale, sigma)
+    assert not torch.allclose(sigma, torch.nn.functional.softplus(raw) + 1e-4)
 
 
 def test_the_example_guide_learns_correlations_and_is_a_normalised_density(tmp_path):
