@@ -18,8 +18,8 @@ README = (ROOT / "README.md").read_text()
 TABLE_HEAD = "| row | data | paper | pyrovae: log p(x), nats |"
 
 
-def _rows() -> list[list[str]]:
-    lines = README[README.index(TABLE_HEAD) :].splitlines()
+def _rows(head: str = TABLE_HEAD) -> list[list[str]]:
+    lines = README[README.index(head) :].splitlines()
     rows = []
     for line in lines[2:]:
         if not line.startswith("|"):
@@ -92,6 +92,35 @@ def test_a_rows_figures_are_its_carried_runs(row):
     seconds = [r["seconds"] for r in metrics]
     assert hours.startswith(f"{sum(seconds) / 3600:.2f} by the `seconds` column")
     assert f"(its median was {statistics.median(seconds):.2f} s)" in hours
+
+
+SUMMARY_HEAD = "| row | MNIST: paper | MNIST: pyrovae | Fashion-MNIST: paper | Fashion-MNIST: pyrovae |"
+
+
+def test_the_summary_table_is_the_full_tables_figures_and_the_carried_runs():
+    """The short table before the full one: each paper's figure is the full table's, each of pyrovae's
+    the carried run's ``evaluation.json`` (log p(x) and its s.e. over images), each row not scored says so
+    as the full table does, and the two tables hold the same rows."""
+    full = {(row[0], row[1]): row for row in ROWS}
+    cells = set()
+    for name, *columns in _rows(SUMMARY_HEAD):
+        for data, (paper, ours) in zip(("MNIST", "Fashion-MNIST"), (columns[:2], columns[2:]), strict=True):
+            if (name, data) not in full:
+                assert paper == ours == "", (name, data)
+                continue
+            cells.add((name, data))
+            row = full[(name, data)]
+            assert paper == row[2]
+            if row in SCORED:
+                summary = json.loads(
+                    (ROOT / "recipes" / "carried" / _run_name(row) / "evaluation.json").read_text()
+                )
+                assert ours == f"{summary['log_px']:.2f} ± {summary['log_px_stderr_images']:.2f}"
+                assert row[3].startswith(f"**{ours}**")
+            else:
+                state = re.compile(r"in progress|not started|not run")
+                assert state.match(ours).group() == state.match(row[3]).group(), (ours, row[3])
+    assert cells == set(full)
 
 
 # each "`python cli.py compare RUN ... --markdown` prints" in the section, and the table after it
