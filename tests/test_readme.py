@@ -1,7 +1,8 @@
 """The README's "Reproducing the literature" figures are the carried runs' own: each row's log p(x), its
 standard errors, ELBO, active units, epochs and best epoch are read back from ``recipes/carried/NAME``
-(``evaluation.json``, ``metrics.csv``), and its paired comparison table is what ``compare`` prints for
-them today. A figure typed by hand, or left behind when a run is carried on, fails here."""
+(``evaluation.json``, ``metrics.csv``), the short table before it holds the same figures, and its paired
+comparison table is what ``compare`` prints for them today. A figure typed by hand, or left behind when
+a run is carried on, fails here."""
 
 import json
 import re
@@ -119,7 +120,8 @@ def test_the_summary_table_is_the_full_tables_figures_and_the_carried_runs():
                 assert row[3].startswith(f"**{ours}**")
             else:
                 state = re.compile(r"in progress|not started|not run")
-                assert state.match(ours).group() == state.match(row[3]).group(), (ours, row[3])
+                ours_state, full_state = state.match(ours), state.match(row[3])
+                assert ours_state and full_state and ours_state.group() == full_state.group(), (ours, row[3])
     assert cells == set(full)
 
 
