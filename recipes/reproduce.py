@@ -73,7 +73,11 @@ def _status(run: Path, num_samples: int) -> list[str]:
         state = "stopped early"
     elif len(metrics) >= config.epochs:
         state = "finished"
-    elif config.early_stopping is None or best is None:
+    elif config.early_stopping is None:  # a fixed number of epochs: how long the rest takes, at this pace
+        left = config.epochs - len(metrics)
+        hours = left * statistics.median(m["seconds"] for m in metrics) / 3600
+        state = f"in progress: {left} epochs to go, {hours:.1f} h at the median epoch"
+    elif best is None:
         state = "in progress"
     elif len(metrics) < config.warmup:  # early stopping waits for the warm-up's end
         state = f"in progress: warm-up, epoch {len(metrics)} of {config.warmup}"

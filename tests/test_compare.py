@@ -345,6 +345,21 @@ def test_reproduce_status_says_how_near_early_stopping_a_run_in_progress_is(tmp_
     assert cells[3:5] == [f"{30 * 10 / 3600:.2f}", "10.0 s"]
 
 
+def test_reproduce_status_says_how_long_a_run_without_early_stopping_has_to_go(tmp_path):
+    """The IWAE recipe's kind: a fixed number of epochs, so the rest's hours at the median epoch so far."""
+    reproduce = _reproduce_module()
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig(epochs=3280).to_dict()))
+    rows = [{"epoch": e, "train_elbo": -90.0, "valid_elbo": None, "test_elbo": -91.0, "seconds": s}
+            for e, s in enumerate((40.0, 50.0, 600.0, 45.0), start=1)]  # fmt: skip
+    io.write_metrics(tmp_path, rows)
+    # 3276 epochs left at the median of 40, 45, 50 and 600 s (47.5 s): 43.2 h
+    assert reproduce.status(tmp_path, 5000)[:3] == [
+        "4 of 3280",
+        "",
+        "in progress: 3276 epochs to go, 43.2 h at the median epoch",
+    ]
+
+
 def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
     recipe = tmp_path / "bad.toml"
     recipe.write_text('dataset = "synthetic"\nepochs = 0\n')
