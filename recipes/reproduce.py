@@ -69,14 +69,15 @@ def _status(run: Path, num_samples: int) -> list[str]:
     if not metrics:
         return [f"0 of {config.epochs}", "", "not started", "", "", ""]
     best = runs.best_epoch(metrics)
+    seconds = [m["seconds"] for m in metrics]
+    median = statistics.median(seconds)
     if runs.stopped_early(config, metrics):
         state = "stopped early"
     elif len(metrics) >= config.epochs:
         state = "finished"
     elif config.early_stopping is None:  # a fixed number of epochs: how long the rest takes, at this pace
         left = config.epochs - len(metrics)
-        hours = left * statistics.median(m["seconds"] for m in metrics) / 3600
-        state = f"in progress: {left} epochs to go, {hours:.1f} h at the median epoch"
+        state = f"in progress: {left} epochs to go, {left * median / 3600:.1f} h at the median epoch"
     elif best is None:
         state = "in progress"
     elif len(metrics) < config.warmup:  # early stopping waits for the warm-up's end
@@ -84,14 +85,13 @@ def _status(run: Path, num_samples: int) -> list[str]:
     else:
         waited = runs.epochs_without_improvement(config, metrics)
         state = f"in progress: {waited} of {config.early_stopping} epochs without a better validation ELBO"
-    seconds = [m["seconds"] for m in metrics]
     scores = current_scores(run, metrics, num_samples)
     return [
         f"{len(metrics)} of {config.epochs}",
         f"{metrics[best - 1]['valid_elbo']:.2f} (epoch {best})" if best is not None else "",
         state,
         f"{sum(seconds) / 3600:.2f}",
-        f"{statistics.median(seconds):.1f} s",
+        f"{median:.1f} s",
         f"{scores['log_px']:.2f} ± {scores['log_px_stderr_images']:.2f}" if scores else "",
     ]
 

@@ -92,7 +92,7 @@ def test_the_example_scale_is_the_log_variance_head_of_every_gaussian_the_networ
     x = torch.rand(3, 784).round()
     encoder = vae.guide.encoder
     raw = encoder.net(x).chunk(2, dim=-1)[1]  # (3, z_dim): the head's second half, log sigma^2
-    loc, sigma = encoder(x)
+    _, sigma = encoder(x)
     assert torch.equal(sigma, torch.exp(0.5 * raw))
     assert torch.equal(vae.guide.posterior(x).base_dist.scale, sigma)
     assert not torch.allclose(sigma, torch.nn.functional.softplus(raw) + 1e-4)
