@@ -1,7 +1,7 @@
 """The benchmarks still run: each script at its smallest setting, in a process of its own, on the synthetic
 data or a small fitted run, its table read back. No figure is checked (timings belong to the benchmarks'
 own runs, side by side, never to tests): these catch a script that no longer runs against the library
-whose figures the README quotes from it."""
+whose figures the README and docs/performance.md quote from it."""
 
 import os
 import re
