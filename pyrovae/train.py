@@ -157,9 +157,9 @@ def evaluate_elbo(loss_fn: nn.Module, x: torch.Tensor, batch_size: int, group: G
 def check_objective(config: TrainConfig, vae: VAE) -> None:
     """Refuse, with one line, an objective that cannot train this model (e.g. meanfield without a
     closed-form KL)."""
-    x = torch.zeros(1, config.model.x_dim)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the check's draws leave training's stream alone
+    x = next(vae.parameters()).new_zeros(1, config.model.x_dim)  # on the model's device, in its dtype
+    try:  # the check's draws, on the CPU's generator or the GPU's, leave training's stream alone
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             OBJECTIVES[config.elbo].check(vae.model, vae.guide, x)
     except ValueError as e:
         raise UserError(str(e)) from None

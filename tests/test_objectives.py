@@ -9,11 +9,12 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae import baseline
-from pyrovae.config import ModelConfig
+from pyrovae.config import ModelConfig, TrainConfig
 from pyrovae.data import binarize_fixed, synthetic_dataset
 from pyrovae.model import VAE
 from pyrovae.objectives import IWAE, OBJECTIVES, IWAEDReG, KLWeight
 from pyrovae.runs import load_run
+from pyrovae.train import check_objective
 
 from .test_model import _draws
 
@@ -253,3 +254,14 @@ def test_the_static_path_serves_each_model_only_with_its_own_guides_program():
 
     vae.model.__class__ = OtherPrior
     assert trace(vae.model, vae.guide).static
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "iwae-dreg"])
+def test_an_objectives_check_runs_on_an_input_made_like_the_models_parameters(vae, elbo):
+    """``fit`` checks the objective on the model's own device (a GPU's, where it trains there): the
+    check's input is made like the parameters, here float64, which a CPU float32 input would not fit
+    ("mat1 and mat2 must have the same dtype"); its draws leave the stream alone."""
+    config = TrainConfig(elbo=elbo, model=vae.config)
+    state = torch.get_rng_state()
+    check_objective(config, vae)
+    assert torch.equal(torch.get_rng_state(), state)
