@@ -31,7 +31,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's pyrovae, run from anywhere
 from pyrovae import io, runs  # noqa: E402
-from pyrovae.config import TrainConfig  # noqa: E402
+from pyrovae.config import TrainConfig, read_config_file  # noqa: E402
 from pyrovae.errors import UserError  # noqa: E402
 from pyrovae.evaluate import evaluation_files  # noqa: E402
 
@@ -123,6 +123,7 @@ def main(
     park: str | None,
 ) -> None:
     root = Path(runs_dir).expanduser()
+    check_recipes(recipes)
     try:
         if park is not None:
             for recipe in map(Path, recipes):
@@ -139,6 +140,21 @@ def main(
             carry_on(recipe, root, data, num_samples)
     except OSError as e:  # a folder that cannot be made, read or written
         raise click.ClickException(f"{e.filename or root}: {e.strerror or e}") from None
+
+
+def check_recipes(recipes: tuple[str, ...]) -> None:
+    """Every recipe read before anything runs: a bad one, or two that would share a run directory
+    (``RUNS/NAME``, by the file's name), is one line now rather than an error hours into the rows."""
+    for recipe in recipes:
+        try:
+            read_config_file(recipe)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    names = [Path(recipe).stem for recipe in recipes]
+    shared = sorted({name for name in names if names.count(name) > 1})
+    if shared:
+        name = shared[0]
+        raise click.ClickException(f"two recipes share the name {name}: their runs would share RUNS/{name}")
 
 
 def print_status(recipes: tuple[str, ...], root: Path, num_samples: int) -> None:

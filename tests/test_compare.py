@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pyrovae import io
 from pyrovae.config import ModelConfig, TrainConfig, read_config_file
@@ -387,3 +388,26 @@ def test_evaluate_finds_an_unwritable_result_before_it_scores(two_scored_runs, t
     assert_one_line_error(result, "cannot write", "evaluation.json", "Is a directory")
     assert not (run / "evaluation-images.csv").exists()
     assert not list(run.glob(".probe*"))
+
+
+@pytest.mark.parametrize(
+    "recipes, fragment",
+    [
+        ({"a.toml": "epochs = \n"}, "a.toml is not valid TOML"),
+        ({"a.toml": 'dataset = "synthetic"\nepochz = 3\n'}, "unknown keys at the top level: epochz"),
+        ({"a.toml": 'dataset = "synthetic"\n', "b/a.toml": 'dataset = "synthetic"\n'}, "share the name a"),
+    ],
+)
+@pytest.mark.parametrize("mode", [[], ["--status"], ["--park", "carried"]])
+def test_reproduce_reads_every_recipe_before_it_runs_anything(tmp_path, recipes, fragment, mode):
+    """A bad recipe, even the last of many, or two that would share a run directory, is one line before
+    any row is fitted, reported on or parked; nothing is made."""
+    for name, text in recipes.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    args = [*(str(tmp_path / name) for name in recipes), "--runs", str(tmp_path / "runs")]
+    args += [str(tmp_path / a) if a == "carried" else a for a in mode]
+    result = CliRunner().invoke(_reproduce_module().main, args)
+    assert_one_line_error(result, fragment)
+    assert result.output.startswith("Error: ")  # nothing ran before it
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "carried").exists()
