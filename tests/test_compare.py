@@ -362,10 +362,11 @@ def test_reproduce_status_says_how_long_a_run_without_early_stopping_has_to_go(t
 
 
 def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
-    recipe = tmp_path / "bad.toml"
+    recipe, after = tmp_path / "bad.toml", tmp_path / "after.toml"  # a recipe that reads, and fails in fit
     recipe.write_text('dataset = "synthetic"\nepochs = 0\n')
+    after.write_text('dataset = "synthetic"\n')
     result = subprocess.run(
-        [sys.executable, str(REPRODUCE), str(recipe), str(recipe), "--runs", str(tmp_path / "runs")],
+        [sys.executable, str(REPRODUCE), str(recipe), str(after), "--runs", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -375,7 +376,7 @@ def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
         "error: exit" in result.stderr
         and "epochs must be a positive integer" in (tmp_path / "runs" / "bad.log").read_text()
     )
-    assert not (tmp_path / "runs" / "bad").exists()
+    assert not (tmp_path / "runs" / "bad").exists() and not (tmp_path / "runs" / "after.log").exists()
 
 
 def test_evaluate_finds_an_unwritable_result_before_it_scores(two_scored_runs, tmp_path, monkeypatch):
