@@ -532,15 +532,23 @@ def latent(run_dir: str, **options) -> None:
 
 
 @cli.command()
-@RUN_DIR
-@OUT
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="  [default: RUN_DIR/elbo.png, one run]"
+)
+@click.option(
+    "--column",
+    type=click.Choice(["valid", "test", "train"]),
+    default=None,
+    help="Of several runs, the ELBO drawn  [default: valid where every run held out a split, else test]",
+)
 @user_errors
-def curves(run_dir: str, **options) -> None:
+def curves(run_dirs: tuple[str, ...], **options) -> None:
     """The training bound, validation and test ELBO per epoch from metrics.csv (elbo.png); works while
-    the run still trains."""
+    the run still trains. Of several runs, one ELBO of each on one picture (--out)."""
     from pyrovae import views
 
-    _echo_paths(views.curves(run_dir, **options))
+    _echo_paths(views.curves(run_dirs, **options))
 
 
 @cli.command()

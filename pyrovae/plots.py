@@ -147,12 +147,22 @@ def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
     bound 50,000 nats down, and the next epochs recover): of 20 values or more, those farther outside
     the middle 90% than its own width are left out of the range too. What leaves the frame is cut at it,
     and the title names its epochs."""
-    k = len(metrics) // 20 if len(metrics) > 20 else 0
-    values = sorted(v for m in metrics[k:] for v in _curve_values(m))
+    k = _early_epochs(metrics)
+    return k, _value_ticks([v for m in metrics[k:] for v in _curve_values(m)])
+
+
+def _early_epochs(metrics: list[dict[str, float]]) -> int:
+    """How many of a run's first epochs the range leaves out: 5% of a run of more than 20."""
+    return len(metrics) // 20 if len(metrics) > 20 else 0
+
+
+def _value_ticks(values: list[float]) -> list[float]:
+    """Round ticks spanning ``values``, less those farther outside their middle 90% than its width."""
+    values = sorted(values)
     if len(values) >= 20:
         low, high = values[len(values) // 20], values[-1 - len(values) // 20]
         values = [v for v in values if low - (high - low) <= v <= high + (high - low)]
-    return k, nice_ticks(values[0], values[-1])
+    return nice_ticks(values[0], values[-1])
 
 
 def _spans(epochs: list[int], most: int = 3) -> str:
@@ -175,15 +185,63 @@ def _curve_values(row: dict[str, float]) -> list[float]:
 def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
     """The training bound, validation and test ELBO per epoch, on round ticks, the epoch of the best
     validation ELBO marked (the checkpoint the other pictures and ``evaluate`` use): a 640 x 440 PNG."""
-    from PIL import Image, ImageDraw
-
-    epochs = [m["epoch"] for m in metrics]
     curves = {
         name: [(m["epoch"], m[column]) for m in metrics if m.get(column) is not None]
         for name, column in CURVE_COLUMNS.items()
     }
     curves = {name: points for name, points in curves.items() if points}  # no validation split: no curve
     _, ys = elbo_range(metrics)
+    best = best_epoch(metrics)
+    title = []
+    if best is not None:
+        row = next(m for m in metrics if m["epoch"] == best)
+        title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed)")
+    out = [int(m["epoch"]) for m in metrics if any(not ys[0] <= v <= ys[-1] for v in _curve_values(m))]
+    if out:
+        title.append(f"{_spans(out)} outside the frame")
+    colours = {name: CURVE_COLOURS[name] for name in curves}
+    _save_curves(curves, colours, ys, "; ".join(title), path, best_line=best)
+
+
+# One colour a run when several are compared: matplotlib's ten default colours.
+RUN_COLOURS = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+]  # fmt: skip
+COLUMN_NAMES = {"train_elbo": "training bound", "valid_elbo": "validation ELBO", "test_elbo": "test ELBO"}
+
+
+def save_compared_curves(runs: dict[str, list[dict[str, float]]], column: str, path: Path) -> None:
+    """One column of ``metrics.csv`` (``valid_elbo``, ``test_elbo`` or ``train_elbo``) for several runs,
+    one colour each, each run's best epoch (of that column) a dot: a 640 x 440 PNG. The range leaves out
+    each run's first 5% of epochs and the spikes, as one run's picture does."""
+    if not 1 <= len(runs) <= len(RUN_COLOURS):
+        raise ValueError(f"between 1 and {len(RUN_COLOURS)} runs are compared, got {len(runs)}")
+    curves = {name: [(m["epoch"], m[column]) for m in rows] for name, rows in runs.items()}
+    ys = _value_ticks([v for rows in runs.values() for m in rows[_early_epochs(rows) :] for v in [m[column]]])
+    best = {name: max(points, key=lambda point: point[1]) for name, points in curves.items()}
+    title = f"{COLUMN_NAMES[column]} per epoch; each run's best a dot"
+    out = sum(not ys[0] <= v <= ys[-1] for points in curves.values() for _, v in points)
+    if out:
+        title += f"; {out} epoch{'s' if out > 1 else ''} outside the frame"
+    colours = dict(zip(curves, RUN_COLOURS, strict=False))
+    _save_curves(curves, colours, ys, title, path, best_points=best)
+
+
+def _save_curves(
+    curves: dict[str, list[tuple[float, float]]],
+    colours: dict[str, tuple[int, int, int]],
+    ys: list[float],
+    title: str,
+    path: Path,
+    best_line: float | None = None,
+    best_points: dict[str, tuple[float, float]] | None = None,
+) -> None:
+    """Curves of (epoch, nats) on round ticks (``ys`` on the y axis; what leaves it is cut at the frame),
+    a legend at the bottom right, and a best epoch as a dashed line or each curve's best as a dot."""
+    from PIL import Image, ImageDraw
+
+    epochs = [e for points in curves.values() for e, _ in points]
     xs = [x for x in nice_ticks(min(epochs), max(epochs)) if x == int(x)] or [min(epochs)]  # whole epochs
     width, height, left, right, top, bottom = 640, 440, 78, 20, 36, 56
     x0, x1, y0, y1 = min(xs[0], min(epochs)), max(xs[-1], max(epochs)), ys[0], ys[-1]  # y1 > y0 always
@@ -206,35 +264,31 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
         x, _ = at(epoch, y0)
         inside.line([(x, 0), (x, plot_height)], fill=GRID_GREY)
         draw.text((left + x, height - bottom + 6), f"{epoch:.0f}", fill="black", font=font, anchor="ma")
-    best = best_epoch(metrics)
-    if best is not None:
-        x, _ = at(best, y0)
+    if best_line is not None:
+        x, _ = at(best_line, y0)
         for y in range(0, plot_height, 8):  # dashed
             inside.line([(x, y), (x, min(y + 4, plot_height))], fill=BEST_COLOUR)
     for name, points in curves.items():
         pixels = [at(e, v) for e, v in points]
-        colour = CURVE_COLOURS[name]
+        colour = colours[name]
         if len(pixels) > 1:
             inside.line(pixels, fill=colour, width=2)
         if len(pixels) <= 60:  # markers while they stay apart
             for x, y in pixels:
                 inside.ellipse([(x - 3, y - 3), (x + 3, y + 3)], fill=colour)
+    for name, point in (best_points or {}).items():
+        x, y = at(*point)
+        inside.ellipse([(x - 5, y - 5), (x + 5, y + 5)], fill=colours[name], outline="black")
+    legend_left = plot_width - max(100, 34 + max(font.getlength(name) for name in curves))  # names fit
     legend_top = plot_height - 14 - 18 * len(curves)
-    inside.rectangle([(plot_width - 110, legend_top), (plot_width - 1, plot_height - 1)], fill="white")
+    inside.rectangle([(legend_left - 10, legend_top), (plot_width - 1, plot_height - 1)], fill="white")
     for i, name in enumerate(curves):  # the legend, bottom right
         y = legend_top + 12 + 18 * i
-        inside.line([(plot_width - 100, y), (plot_width - 76, y)], fill=CURVE_COLOURS[name], width=2)
-        inside.text((plot_width - 70, y), name, fill="black", font=font, anchor="lm")
+        inside.line([(legend_left, y), (legend_left + 24, y)], fill=colours[name], width=2)
+        inside.text((legend_left + 30, y), name, fill="black", font=font, anchor="lm")
     canvas.paste(area, (left, top))
     draw.rectangle([(left - 1, top - 1), (width - right, height - bottom)], outline="black")
-    title = []
-    if best is not None:
-        row = next(m for m in metrics if m["epoch"] == best)
-        title.append(f"best validation ELBO {row['valid_elbo']:.2f} at epoch {best} (dashed)")
-    out = [int(m["epoch"]) for m in metrics if any(not y0 <= v <= y1 for v in _curve_values(m))]
-    if out:
-        title.append(f"{_spans(out)} outside the frame")
-    draw.text(((left + width - right) / 2, 10), "; ".join(title), fill="black", font=font, anchor="ma")
+    draw.text(((left + width - right) / 2, 10), title, fill="black", font=font, anchor="ma")
     draw.text(((left + width - right) / 2, height - 22), "epoch", fill="black", font=font, anchor="ma")
     label = Image.new("RGB", (220, 18), "white")
     ImageDraw.Draw(label).text((110, 9), "ELBO (nats per image)", fill="black", font=font, anchor="mm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyro
@@ -124,12 +125,44 @@ def interpolate(
     return [path]
 
 
-def curves(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
+def curves(
+    run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None, column: str | None = None
+) -> list[Path]:
     """``elbo.png``: the ELBO curves from ``metrics.csv`` alone (no checkpoint, no data), so a run still
-    training can be looked at between its epochs."""
-    path = Path(run_dir) / io.METRICS
+    training can be looked at between its epochs. Of several runs, one column of each on one picture
+    (``out``): ``column`` ``valid`` (where every run held out a validation split; else ``test``),
+    ``test`` or ``train``."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    if len(run_dirs) == 1 and column is not None:
+        raise UserError("--column compares several runs; one run's picture draws all its curves")
+    runs = {}
+    for run_dir in run_dirs:
+        name = Path(run_dir).resolve().name
+        if name in runs:
+            raise UserError(f"two runs are named {name}: the legend would not tell them apart")
+        runs[name] = _metrics(Path(run_dir))
+    if len(runs) == 1:
+        target = _target(run_dirs[0], out, "elbo.png")
+        plots.save_elbo_curves(next(iter(runs.values())), target)
+        return [target]
+    if out is None:
+        raise UserError("the curves of several runs go to one picture: give --out FILE")
+    if len(runs) > len(plots.RUN_COLOURS):
+        raise UserError(f"at most {len(plots.RUN_COLOURS)} runs are drawn on one picture, got {len(runs)}")
+    held_out = all(row.get("valid_elbo") is not None for rows in runs.values() for row in rows)
+    column = column or ("valid" if held_out else "test")
+    for name, rows in runs.items():
+        if column == "valid" and any(row.get("valid_elbo") is None for row in rows):
+            raise UserError(f"{name} held out no validation split: compare --column test or train")
+    plots.save_compared_curves(runs, f"{column}_elbo", Path(out))
+    return [Path(out)]
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    """A run's ``metrics.csv``, each row as ``fit`` writes it, or one line that says what is wrong."""
+    path = run_dir / io.METRICS
     try:
-        metrics = io.read_metrics(Path(run_dir))
+        metrics = io.read_metrics(run_dir)
     except FileNotFoundError:
         raise UserError(f"{run_dir} has no {io.METRICS}: no epoch has ended there") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:  # TypeError: a row's cells miscounted
@@ -141,6 +174,4 @@ def curves(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
         numbers = all(isinstance(v, float) and abs(v) < 1e15 for v in values)  # finite, and far from overflow
         if not numbers or values[0] != int(values[0]):
             raise UserError(f"{path} has a row that fit does not write: {row}")
-    target = _target(run_dir, out, "elbo.png")
-    plots.save_elbo_curves(metrics, target)
-    return [target]
+    return metrics

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import plots
+from pyrovae import io, plots
 from pyrovae.data import binarize_fixed, synthetic_dataset
 from pyrovae.runs import load_run
 from tests.conftest import invoke
@@ -255,6 +255,65 @@ def test_curves_reads_a_run_still_training_and_refuses_what_fit_does_not_write(s
             (run / "metrics.csv").write_text(content)
         assert_one_line_error(invoke("curves", str(run), "--out", str(tmp_path / "x.png")), fragment)
         assert not (tmp_path / "x.png").exists()
+
+
+def _run_of(folder, valid):
+    """A run directory holding ``metrics.csv`` alone, its validation ELBO ``valid`` (None: no split)."""
+    folder.mkdir(parents=True)
+    rows = []
+    for e, v in enumerate(valid, start=1):
+        test = v if v is not None else -100.0
+        rows.append({"epoch": e, "train_elbo": test - 2, "valid_elbo": v, "test_elbo": test, "seconds": 1})
+    io.write_metrics(folder, rows)
+    return folder
+
+
+def test_compared_curves_draw_each_run_in_its_colour_where_its_values_are_its_best_a_dot(tmp_path):
+    """Two runs' validation ELBO on one picture (epochs 0 to 20 across it): run a flat at -100 but for
+    its best epoch, 5 (-99.5, a dot), run b rising from -110 to -101 over twice a's epochs."""
+    a = [-100.0] * 10
+    a[4] = -99.5
+    b = [-110.0 + i * 9 / 19 for i in range(20)]
+    runs = {name: io.read_metrics(_run_of(tmp_path / name, v)) for name, v in (("a", a), ("b", b))}
+    plots.save_compared_curves(runs, "valid_elbo", tmp_path / "both.png")
+    image = _pixels_of(tmp_path / "both.png")
+    (rows_a, cols_a), (rows_b, cols_b) = (_rows_and_columns(image, c) for c in plots.RUN_COLOURS[:2])
+    legend = LEFT + PLOT_WIDTH - 110
+    rows_a, cols_a = rows_a[cols_a < legend], cols_a[cols_a < legend]
+
+    def column(epoch):
+        return LEFT + epoch / 20 * (PLOT_WIDTH - 1)
+
+    assert cols_a.max() <= column(10) + 6  # a's 10 epochs: the left half
+    band = rows_a[(cols_a - column(5)).abs() > column(1) - column(0) + 4]  # a's flat epochs
+    assert band.max() - band.min() <= 8
+    dot = rows_a[(cols_a - column(5)).abs() <= 4]
+    assert dot.min() < band.min() - 3  # -99.5 is drawn above the band at -100
+    # b spans the width and most of the height, rising to the right
+    assert cols_b.max() > column(19) and rows_b.max() - rows_b.min() > 0.6 * PLOT_HEIGHT
+    first, last = rows_b[cols_b < column(2)], rows_b[(cols_b > column(14)) & (cols_b < legend)]
+    assert first.float().mean() > last.float().mean()  # lower rows are larger: b ends higher
+
+
+def test_curves_of_several_runs_go_to_one_picture_and_refuse_what_cannot_be_drawn(tmp_path):
+    a, b = _run_of(tmp_path / "a", [-120.0, -110.0, -105.0]), _run_of(tmp_path / "b", [-118.0, -112.0])
+    plain = _run_of(tmp_path / "plain", [None, None])  # no validation split
+    out = tmp_path / "both.png"
+    result = invoke("curves", str(a), str(b), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(out)] and out.exists() and not (a / "elbo.png").exists()
+    result = invoke("curves", str(a), str(plain), "--out", str(tmp_path / "test.png"))
+    assert result.exit_code == 0, result.output  # a run without a split: the test ELBO is compared
+    assert_one_line_error(invoke("curves", str(a), str(b)), "give --out FILE")
+    for args, fragment in [
+        ([str(a), str(plain), "--column", "valid"], "plain held out no validation split"),
+        ([str(a), "--column", "test"], "--column compares several runs"),
+        ([str(a), str(tmp_path / "a" / ".." / "a")], "two runs are named a"),
+    ]:
+        assert_one_line_error(invoke("curves", *args, "--out", str(tmp_path / "x.png")), fragment)
+        assert not (tmp_path / "x.png").exists()
+    many = [str(_run_of(tmp_path / f"r{i}", [-100.0])) for i in range(len(plots.RUN_COLOURS) + 1)]
+    assert_one_line_error(invoke("curves", *many, "--out", str(tmp_path / "x.png")), "at most 10 runs")
 
 
 def test_fits_pictures_need_no_matplotlib(tmp_path):
