@@ -135,12 +135,12 @@ def curves(
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     if len(run_dirs) == 1 and column is not None:
         raise UserError("--column compares several runs; one run's picture draws all its curves")
-    runs = {}
-    for run_dir in run_dirs:
-        name = Path(run_dir).resolve().name
-        if name in runs:
-            raise UserError(f"two runs are named {name}: the legend would not tell them apart")
-        runs[name] = _metrics(Path(run_dir))
+    if len({Path(run_dir).resolve() for run_dir in run_dirs}) < len(run_dirs):
+        raise UserError("a run is given twice")
+    names = [Path(run_dir).resolve().name for run_dir in run_dirs]
+    if len(set(names)) < len(names):  # a legend of folder names would not tell them apart: their paths
+        names = [str(run_dir) for run_dir in run_dirs]
+    runs = {name: _metrics(Path(run_dir)) for name, run_dir in zip(names, run_dirs, strict=True)}
     if len(runs) == 1:
         target = _target(run_dirs[0], out, "elbo.png")
         plots.save_elbo_curves(next(iter(runs.values())), target)

@@ -295,7 +295,7 @@ def test_compared_curves_draw_each_run_in_its_colour_where_its_values_are_its_be
     assert first.float().mean() > last.float().mean()  # lower rows are larger: b ends higher
 
 
-def test_curves_of_several_runs_go_to_one_picture_and_refuse_what_cannot_be_drawn(tmp_path):
+def test_curves_of_several_runs_go_to_one_picture_and_refuse_what_cannot_be_drawn(tmp_path, monkeypatch):
     a, b = _run_of(tmp_path / "a", [-120.0, -110.0, -105.0]), _run_of(tmp_path / "b", [-118.0, -112.0])
     plain = _run_of(tmp_path / "plain", [None, None])  # no validation split
     out = tmp_path / "both.png"
@@ -304,11 +304,18 @@ def test_curves_of_several_runs_go_to_one_picture_and_refuse_what_cannot_be_draw
     assert result.stdout.split() == [str(out)] and out.exists() and not (a / "elbo.png").exists()
     result = invoke("curves", str(a), str(plain), "--out", str(tmp_path / "test.png"))
     assert result.exit_code == 0, result.output  # a run without a split: the test ELBO is compared
+    other = _run_of(tmp_path / "other" / "a", [-119.0, -111.0])  # a's folder name: the legend gives paths
+    drawn = []  # the legend's names and the column, of each picture
+    monkeypatch.setattr(plots, "save_compared_curves", lambda runs, col, path: drawn.append((*runs, col)))
+    assert invoke("curves", str(a), str(other), "--out", str(tmp_path / "paths.png")).exit_code == 0
+    assert invoke("curves", str(a), str(plain), "--out", str(tmp_path / "test.png")).exit_code == 0
+    assert drawn == [(str(a), str(other), "valid_elbo"), ("a", "plain", "test_elbo")]
+    monkeypatch.undo()
     assert_one_line_error(invoke("curves", str(a), str(b)), "give --out FILE")
     for args, fragment in [
         ([str(a), str(plain), "--column", "valid"], "plain held out no validation split"),
         ([str(a), "--column", "test"], "--column compares several runs"),
-        ([str(a), str(tmp_path / "a" / ".." / "a")], "two runs are named a"),
+        ([str(a), str(tmp_path / "a" / ".." / "a")], "a run is given twice"),
     ]:
         assert_one_line_error(invoke("curves", *args, "--out", str(tmp_path / "x.png")), fragment)
         assert not (tmp_path / "x.png").exists()
