@@ -213,14 +213,19 @@ COLUMN_NAMES = {"train_elbo": "training bound", "valid_elbo": "validation ELBO",
 
 def save_compared_curves(runs: dict[str, list[dict[str, float]]], column: str, path: Path) -> None:
     """One column of ``metrics.csv`` (``valid_elbo``, ``test_elbo`` or ``train_elbo``) for several runs,
-    one colour each, each run's best epoch (of that column) a dot: a 640 x 440 PNG. The range leaves out
-    each run's first 5% of epochs and the spikes, as one run's picture does."""
+    one colour each, each run's epoch of best validation ELBO (the checkpoint ``evaluate`` scores; never
+    the best of the test column) a dot: a 640 x 440 PNG. The range leaves out each run's first 5% of
+    epochs and the spikes, as one run's picture does."""
     if not 1 <= len(runs) <= len(RUN_COLOURS):
         raise ValueError(f"between 1 and {len(RUN_COLOURS)} runs are compared, got {len(runs)}")
     curves = {name: [(m["epoch"], m[column]) for m in rows] for name, rows in runs.items()}
     ys = _value_ticks([v for rows in runs.values() for m in rows[_early_epochs(rows) :] for v in [m[column]]])
-    best = {name: max(points, key=lambda point: point[1]) for name, points in curves.items()}
-    title = f"{COLUMN_NAMES[column]} per epoch; each run's best a dot"
+    best = {
+        name: next((m["epoch"], m[column]) for m in rows if m["epoch"] == best_epoch(rows))
+        for name, rows in runs.items()
+        if best_epoch(rows) is not None
+    }
+    title = f"{COLUMN_NAMES[column]} per epoch" + ("; each run's best validation epoch a dot" if best else "")
     out = sum(not ys[0] <= v <= ys[-1] for points in curves.values() for _, v in points)
     if out:
         title += f"; {out} epoch{'s' if out > 1 else ''} outside the frame"

@@ -295,6 +295,19 @@ def test_compared_curves_draw_each_run_in_its_colour_where_its_values_are_its_be
     assert first.float().mean() > last.float().mean()  # lower rows are larger: b ends higher
 
 
+def test_compared_test_curves_mark_the_best_validation_epoch_never_the_best_test_one(tmp_path):
+    """The dot is the checkpoint ``evaluate`` scores: validation best at epoch 2, test best at epoch 4."""
+    figures = ((1, -101.0, -103.0), (2, -100.0, -102.0), (3, -102.0, -101.5), (4, -103.0, -101.0))
+    rows = [dict(epoch=e, train_elbo=-99.0, valid_elbo=v, test_elbo=w, seconds=1.0) for e, v, w in figures]
+    runs = {"a": rows, "b": [{**row, "test_elbo": row["test_elbo"] - 1} for row in rows]}
+    plots.save_compared_curves(runs, "test_elbo", tmp_path / "test.png")
+    image = _pixels_of(tmp_path / "test.png")
+    rows_, cols = _rows_and_columns(image, (0, 0, 0))  # black: the dots' outlines (and text, outside)
+    inside = (cols > LEFT) & (cols < LEFT + PLOT_WIDTH - 110) & (rows_ > TOP) & (rows_ < TOP + PLOT_HEIGHT)
+    epochs = set((1 + (cols[inside] - LEFT) / (PLOT_WIDTH - 1) * 3).round().tolist())  # epochs 1-4 across
+    assert epochs == {2.0}
+
+
 def test_curves_of_several_runs_go_to_one_picture_and_refuse_what_cannot_be_drawn(tmp_path, monkeypatch):
     a, b = _run_of(tmp_path / "a", [-120.0, -110.0, -105.0]), _run_of(tmp_path / "b", [-118.0, -112.0])
     plain = _run_of(tmp_path / "plain", [None, None])  # no validation split
