@@ -225,7 +225,7 @@ def save_compared_curves(runs: dict[str, list[dict[str, float]]], column: str, p
         for name, rows in runs.items()
         if best_epoch(rows) is not None
     }
-    title = f"{COLUMN_NAMES[column]} per epoch" + ("; each run's best validation epoch a dot" if best else "")
+    title = f"{COLUMN_NAMES[column]} per epoch" + ("; best validation epochs as dots" if best else "")
     out = sum(not ys[0] <= v <= ys[-1] for points in curves.values() for _, v in points)
     if out:
         title += f"; {out} epoch{'s' if out > 1 else ''} outside the frame"
