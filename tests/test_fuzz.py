@@ -252,6 +252,32 @@ def test_curves_under_any_metrics_file(tmp_path_factory, metrics):
     assert (run / "elbo.png").exists() == (result.exit_code == 0)
 
 
+# Files fit could have written: whole epochs from 1, finite bounds anywhere up to 1e14 nats down (spikes,
+# flat runs, one epoch), with or without a validation column; now and then one that it could not.
+ELBOS = st.floats(-1e14, 0, allow_nan=False) | st.sampled_from([-100.0, -1e14])
+FIT_METRICS = st.tuples(st.booleans(), st.lists(st.tuples(ELBOS, ELBOS, ELBOS), min_size=1, max_size=40)).map(
+    lambda t: (
+        "epoch,train_elbo,valid_elbo,test_elbo,seconds\n"
+        + "".join(f"{e},{a},{b if t[0] else ''},{c},1\n" for e, (a, b, c) in enumerate(t[1], start=1))
+    )
+)
+COLUMNS = st.sampled_from([[], ["--column", "test"], ["--column", "train"], ["--column", "valid"]])
+
+
+@FUZZ
+@given(metrics=st.lists(FIT_METRICS, min_size=2, max_size=3), bad=st.none() | METRICS_FILES, column=COLUMNS)
+def test_curves_of_several_runs_under_any_metrics_files(tmp_path_factory, metrics, bad, column):
+    folder = tmp_path_factory.getbasetemp() / f"fuzz-curves-{next(_count)}"
+    metrics = metrics if bad is None else [*metrics[:-1], bad]  # now and then a file fit does not write
+    runs = [folder / f"run{i}" for i in range(len(metrics))]
+    for run, text in zip(runs, metrics, strict=True):
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text(text)
+    result = invoke("curves", *map(str, runs), "--out", str(folder / "all.png"), *column)
+    _check(result)
+    assert (folder / "all.png").exists() == (result.exit_code == 0)
+
+
 # What the fuzz (and a new user, before it) found: each was a traceback or a process killed for memory.
 @pytest.mark.parametrize(
     "args, fragment",
