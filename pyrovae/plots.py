@@ -137,8 +137,8 @@ def _tick_label(value: float, step: float) -> str:
     return f"{value:.{max(0, -math.floor(math.log10(step)))}f}" if step < 1 else f"{value:.0f}"
 
 
-def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
-    """``(k, ticks)``: the y ticks of the curves, fitted to every epoch after the first ``k``.
+def elbo_range(metrics: list[dict[str, float]]) -> list[float]:
+    """The y ticks of a run's curves, fitted to its epochs after the first :func:`early_epochs`.
 
     A long run's first epochs sit tens of nats below where it ends (epoch 1 near -270, the last near -85
     on MNIST): a range that held them would press the part worth reading, the gap between training and
@@ -147,11 +147,10 @@ def elbo_range(metrics: list[dict[str, float]]) -> tuple[int, list[float]]:
     bound 50,000 nats down, and the next epochs recover): of 20 values or more, those farther outside
     the middle 90% than its own width are left out of the range too. What leaves the frame is cut at it,
     and the title names its epochs."""
-    k = _early_epochs(metrics)
-    return k, _value_ticks([v for m in metrics[k:] for v in _curve_values(m)])
+    return _value_ticks([v for m in metrics[early_epochs(metrics) :] for v in _curve_values(m)])
 
 
-def _early_epochs(metrics: list[dict[str, float]]) -> int:
+def early_epochs(metrics: list[dict[str, float]]) -> int:
     """How many of a run's first epochs the range leaves out: 5% of a run of more than 20."""
     return len(metrics) // 20 if len(metrics) > 20 else 0
 
@@ -190,7 +189,7 @@ def save_elbo_curves(metrics: list[dict[str, float]], path: Path) -> None:
         for name, column in CURVE_COLUMNS.items()
     }
     curves = {name: points for name, points in curves.items() if points}  # no validation split: no curve
-    _, ys = elbo_range(metrics)
+    ys = elbo_range(metrics)
     best = best_epoch(metrics)
     title = []
     if best is not None:
@@ -219,7 +218,7 @@ def save_compared_curves(runs: dict[str, list[dict[str, float]]], column: str, p
     if not 1 <= len(runs) <= len(RUN_COLOURS):
         raise ValueError(f"between 1 and {len(RUN_COLOURS)} runs are compared, got {len(runs)}")
     curves = {name: [(m["epoch"], m[column]) for m in rows] for name, rows in runs.items()}
-    ys = _value_ticks([v for rows in runs.values() for m in rows[_early_epochs(rows) :] for v in [m[column]]])
+    ys = _value_ticks([v for rows in runs.values() for m in rows[early_epochs(rows) :] for v in [m[column]]])
     best = {
         name: next((m["epoch"], m[column]) for m in rows if m["epoch"] == best_epoch(rows))
         for name, rows in runs.items()
