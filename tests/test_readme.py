@@ -64,6 +64,19 @@ def test_a_row_not_scored_has_no_scored_run(row):
     assert not (ROOT / "recipes" / "carried" / _run_name(row) / "evaluation.json").exists()
 
 
+@pytest.mark.parametrize(
+    "row", [row for row in ROWS if row[3].startswith("in progress")], ids=lambda row: _run_name(row)
+)
+def test_a_row_in_progress_says_how_far_its_carried_run_got(row):
+    """The cell "N of M when parked": the parked run's epochs and its planned ones, so that a park without
+    its README edit fails here."""
+    run = ROOT / "recipes" / "carried" / _run_name(row)
+    trained, planned = re.match(r"([\d,]+) of ([\d,]+) when parked", row[4]).groups()
+    metrics = io.read_metrics(run)
+    assert int(trained.replace(",", "")) == len(metrics) == int(metrics[-1]["epoch"])
+    assert int(planned.replace(",", "")) == json.loads((run / "config.json").read_text())["epochs"]
+
+
 @pytest.mark.parametrize("row", SCORED, ids=lambda row: _run_name(row))
 def test_a_rows_figures_are_its_carried_runs(row):
     name, (_, data, _, score, epochs, hours, _) = _run_name(row), row
