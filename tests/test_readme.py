@@ -1,8 +1,9 @@
 """The README's "Reproducing the literature" figures are the carried runs' own: each row's log p(x), its
 standard errors, ELBO, active units, epochs and best epoch are read back from ``recipes/carried/NAME``
 (``evaluation.json``, ``metrics.csv``), the short table before it holds the same figures, and its paired
-comparison table is what ``compare`` prints for them today. A figure typed by hand, or left behind when
-a run is carried on, fails here."""
+comparison table is what ``compare`` prints for them today; a row in progress gives its parked run's
+epochs, and docs/reproducing.md quotes what ``reproduce.py --status`` says of it. A figure typed by hand,
+or left behind when a run is carried on, fails here."""
 
 import json
 import re
@@ -160,3 +161,21 @@ def test_a_paired_comparison_table_is_what_compare_prints(command):
     assert result.exit_code == 0, result.output
     printed = result.output.replace(str(ROOT) + "/", "").strip()
     assert table.strip() == printed
+
+
+HISTORY = (ROOT / "docs" / "reproducing.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "row", [row for row in ROWS if row[3].startswith("in progress")], ids=lambda row: _run_name(row)
+)
+def test_the_history_quotes_what_status_says_of_a_parked_run(row):
+    """docs/reproducing.md quotes ``reproduce.py --status`` on the carried run: the quote is today's."""
+    from tests.test_compare import _reproduce_module
+
+    name = _run_name(row)
+    said = _reproduce_module().status(ROOT / "recipes" / "carried" / name, 5000)[2]
+    history = " ".join(HISTORY.split())  # its lines joined
+    command = f"--status recipes/{name}.toml --runs recipes/carried` says where it is, "
+    quote = re.search(re.escape(command) + r'"([^"]+)"', history)
+    assert quote.group(1) == said
