@@ -219,10 +219,11 @@ def save_compared_curves(runs: dict[str, list[dict[str, float]]], column: str, p
         raise ValueError(f"between 1 and {len(RUN_COLOURS)} runs are compared, got {len(runs)}")
     curves = {name: [(m["epoch"], m[column]) for m in rows] for name, rows in runs.items()}
     ys = _value_ticks([v for rows in runs.values() for m in rows[early_epochs(rows) :] for v in [m[column]]])
+    bests = {name: best_epoch(rows) for name, rows in runs.items()}
     best = {
-        name: next((m["epoch"], m[column]) for m in rows if m["epoch"] == best_epoch(rows))
-        for name, rows in runs.items()
-        if best_epoch(rows) is not None
+        name: next((m["epoch"], m[column]) for m in runs[name] if m["epoch"] == epoch)
+        for name, epoch in bests.items()
+        if epoch is not None
     }
     title = f"{COLUMN_NAMES[column]} per epoch" + ("; best validation epochs as dots" if best else "")
     out = sum(not ys[0] <= v <= ys[-1] for points in curves.values() for _, v in points)

@@ -149,11 +149,10 @@ def curves(
         raise UserError("the curves of several runs go to one picture: give --out FILE")
     if len(runs) > len(plots.RUN_COLOURS):
         raise UserError(f"at most {len(plots.RUN_COLOURS)} runs are drawn on one picture, got {len(runs)}")
-    held_out = all(row.get("valid_elbo") is not None for rows in runs.values() for row in rows)
-    column = column or ("valid" if held_out else "test")
-    for name, rows in runs.items():
-        if column == "valid" and any(row.get("valid_elbo") is None for row in rows):
-            raise UserError(f"{name} held out no validation split: compare --column test or train")
+    unsplit = [name for name, rows in runs.items() if any(row.get("valid_elbo") is None for row in rows)]
+    column = column or ("test" if unsplit else "valid")
+    if column == "valid" and unsplit:
+        raise UserError(f"{unsplit[0]} held out no validation split: compare --column test or train")
     plots.save_compared_curves(runs, f"{column}_elbo", Path(out))
     return [Path(out)]
 
