@@ -14,6 +14,7 @@ import pytest
 
 from pyrovae import io
 from tests.conftest import invoke
+from tests.test_compare import _reproduce_module
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -40,6 +41,7 @@ def _run_name(row: list[str]) -> str:
 
 SCORED = [row for row in ROWS if row[3].startswith("**")]
 UNSCORED = ("in progress", "not started", "not run")  # how a row not scored begins
+IN_PROGRESS = [row for row in ROWS if row[3].startswith("in progress")]
 
 
 def _evaluation(row: list[str]) -> dict:
@@ -65,9 +67,7 @@ def test_a_row_not_scored_has_no_scored_run(row):
     assert not (ROOT / "recipes" / "carried" / _run_name(row) / "evaluation.json").exists()
 
 
-@pytest.mark.parametrize(
-    "row", [row for row in ROWS if row[3].startswith("in progress")], ids=lambda row: _run_name(row)
-)
+@pytest.mark.parametrize("row", IN_PROGRESS, ids=lambda row: _run_name(row))
 def test_a_row_in_progress_says_how_far_its_carried_run_got(row):
     """The cell "N of M when parked": the parked run's epochs and its planned ones, so that a park without
     its README edit fails here."""
@@ -166,13 +166,9 @@ def test_a_paired_comparison_table_is_what_compare_prints(command):
 HISTORY = (ROOT / "docs" / "reproducing.md").read_text()
 
 
-@pytest.mark.parametrize(
-    "row", [row for row in ROWS if row[3].startswith("in progress")], ids=lambda row: _run_name(row)
-)
+@pytest.mark.parametrize("row", IN_PROGRESS, ids=lambda row: _run_name(row))
 def test_the_history_quotes_what_status_says_of_a_parked_run(row):
     """docs/reproducing.md quotes ``reproduce.py --status`` on the carried run: the quote is today's."""
-    from tests.test_compare import _reproduce_module
-
     name = _run_name(row)
     said = _reproduce_module().status(ROOT / "recipes" / "carried" / name, 5000)[2]
     history = " ".join(HISTORY.split())  # its lines joined
