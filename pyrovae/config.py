@@ -251,7 +251,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             values = tomllib.load(f)
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # TOML is UTF-8 text
         raise ValueError(f"{path} is not valid TOML: {e}") from None
     model = values.get("model", {})
     if not isinstance(model, dict):

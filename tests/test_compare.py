@@ -141,12 +141,13 @@ def test_options_on_the_command_line_override_the_config_file(tmp_path):
         ("epochz = 3\n", "unknown keys at the top level: epochz"),
         ("[model]\nzdim = 3\n", "unknown keys at the [model]"),
         ("epochs = \n", "not valid TOML"),
+        ("epochs = 3 # \udcff\n", "not valid TOML"),  # a byte that is not UTF-8
         ("epochs = 0\n", "epochs must be a positive integer"),
     ],
 )
 def test_a_bad_config_file_is_a_one_line_error(tmp_path, text, fragment):
     recipe = tmp_path / "r.toml"
-    recipe.write_text('dataset = "synthetic"\n' + text)
+    recipe.write_bytes(('dataset = "synthetic"\n' + text).encode(errors="surrogateescape"))
     out = tmp_path / "run"
     assert_one_line_error(invoke("fit", "--config", str(recipe), "--out", str(out)), fragment)
     assert not out.exists()
