@@ -525,7 +525,8 @@ def reconstruct(run_dir: str, **options) -> None:
 @DATA_DIR
 @user_errors
 def latent(run_dir: str, **options) -> None:
-    """Posterior means of the test set by class (latent.png); for a 2-D latent also manifold.png."""
+    """Posterior means of the test set by class (latent.png); for a 2-D latent also manifold.png (beside
+    --out FILE.png: FILE-manifold.png)."""
     from pyrovae import views
 
     _echo_paths(views.latent(run_dir, **options))

@@ -26,9 +26,20 @@ _FORMAT = "pyrovae-checkpoint"
 _VERSION = 1
 
 
+def _replaceable(path: Path) -> Path:
+    """The file a write to ``path`` replaces: the end of its symbolic links (so that a link keeps
+    pointing at the new file), refused with an ``OSError`` where it is a device, pipe or socket, which a
+    rename would replace with a plain file (``--out /dev/stdout``, as root ``/dev/null``)."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file() and not target.is_dir():  # a folder: open() says so
+        raise OSError(errno.EINVAL, "not a regular file (pyrovae writes files whole, by a rename)", str(path))
+    return target
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
+    """Call ``write(file)`` on a temporary file beside ``path`` (beside its target, for a symbolic
+    link), then rename it over that."""
+    asked, path = path, _replaceable(Path(path))
     # The pid keeps concurrent writers apart; open() (unlike mkstemp) honours the umask.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -40,7 +51,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.filename == str(tmp):  # name the file asked for, not ours
-            raise OSError(e.errno, e.strerror, str(path)) from None
+            raise OSError(e.errno, e.strerror, str(asked)) from None
         raise
 
 
@@ -50,7 +61,7 @@ def check_writable(*paths: Path) -> None:
     for path in paths:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    for folder in {path.parent for path in paths}:
+    for folder in {_replaceable(path).parent for path in paths}:
         probe = folder / f".probe.{os.getpid()}.tmp"
         try:
             open(probe, "wb").close()

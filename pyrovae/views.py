@@ -43,7 +43,13 @@ def _check_picture(images: int, what: str) -> None:
 
 
 def _target(run_dir: str | Path, out: str | Path | None, name: str) -> Path:
-    return Path(out) if out is not None else Path(run_dir) / name
+    """Where a picture goes: ``out``, else ``RUN_DIR/name``. Every picture is a PNG: a name that says
+    otherwise (``.jpg``, ``.pdf``, none) is refused, not written in another format than it claims."""
+    if out is None:
+        return Path(run_dir) / name
+    if Path(out).suffix.lower() != ".png":
+        raise UserError(f"--out {out}: pictures are written as PNG; give a name that ends in .png")
+    return Path(out)
 
 
 def _x_test(vae: VAE, data: Dataset):
@@ -60,9 +66,9 @@ def sample(
 ) -> list[Path]:
     """``samples.png``: prior draws decoded, the likelihood's mean beside a draw from it."""
     _check_picture(2 * num_samples, f"-n {num_samples}")
+    path = _target(run_dir, out, "samples.png")
     vae, _, _ = _open(run_dir, device, need_data=False, checkpoint=checkpoint)
     pyro.set_rng_seed(seed)
-    path = _target(run_dir, out, "samples.png")
     plots.save_samples(vae, path, num_samples)
     return [path]
 
@@ -77,10 +83,10 @@ def reconstruct(
 ) -> list[Path]:
     """``reconstructions.png``: test images over their reconstructions."""
     _check_picture(2 * num_images, f"-n {num_images}")
+    path = _target(run_dir, out, "reconstructions.png")
     vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     if num_images > len(data.x_test):
         raise UserError(f"-n {num_images} is more than the {len(data.x_test)} test images")
-    path = _target(run_dir, out, "reconstructions.png")
     cols = 12
     plots.save_reconstructions(vae, _x_test(vae, data), path, rows=-(-num_images // cols), cols=cols)
     return [path]
@@ -93,13 +99,14 @@ def latent(
     data_dir: str | None = None,
     checkpoint: str = "best",
 ) -> list[Path]:
-    """``latent.png`` (posterior means by class), and for a 2-D latent ``manifold.png``."""
-    vae, config, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
+    """``latent.png`` (posterior means by class), and for a 2-D latent ``manifold.png`` (beside
+    ``out``, when given, as ``OUT-manifold.png``: never over a file of another name)."""
     path = _target(run_dir, out, "latent.png")
+    manifold_path = path.with_name("manifold.png" if out is None else f"{path.stem}-manifold.png")
+    vae, config, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     plots.save_latent(vae, _x_test(vae, data), data.y_test, config.dataset, path, data.classes)
     written = [path]
     if vae.config.z_dim == 2:
-        manifold_path = path.with_name("manifold.png")
         plots.save_manifold(vae, manifold_path)
         written.append(manifold_path)
     return written
@@ -116,11 +123,11 @@ def interpolate(
 ) -> list[Path]:
     """``interpolations.png``: decodings along lines between the latents of pairs of test images."""
     _check_picture(pairs * (steps + 2), f"--pairs {pairs} --steps {steps}")
+    path = _target(run_dir, out, "interpolations.png")
     vae, _, data = _open(run_dir, device, data_dir, checkpoint=checkpoint)
     if len(data.x_test) < 2 * pairs:
         raise UserError(f"--pairs {pairs} needs {2 * pairs} test images; the test set has {len(data.x_test)}")
     x = _x_test(vae, data)
-    path = _target(run_dir, out, "interpolations.png")
     plots.save_interpolations(vae, x, path, pairs, steps)
     return [path]
 
@@ -147,14 +154,15 @@ def curves(
         return [target]
     if out is None:
         raise UserError("the curves of several runs go to one picture: give --out FILE")
+    target = _target(run_dirs[0], out, "elbo.png")
     if len(runs) > len(plots.RUN_COLOURS):
         raise UserError(f"at most {len(plots.RUN_COLOURS)} runs are drawn on one picture, got {len(runs)}")
     unsplit = [name for name, rows in runs.items() if any(row.get("valid_elbo") is None for row in rows)]
     column = column or ("test" if unsplit else "valid")
     if column == "valid" and unsplit:
         raise UserError(f"{unsplit[0]} held out no validation split: compare --column test or train")
-    plots.save_compared_curves(runs, f"{column}_elbo", Path(out))
-    return [Path(out)]
+    plots.save_compared_curves(runs, f"{column}_elbo", target)
+    return [target]
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:

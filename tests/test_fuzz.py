@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -187,7 +189,8 @@ def command_args(draw):
     if command == "evaluate":
         args.append("--no-compile")  # compiling takes 20 s once; the fuzz is about the options
     elif draw(st.booleans()):
-        args += ["--out", draw(st.sampled_from(["picture.png", "missing/folder/picture.png"]))]
+        names = ["picture.png", "missing/folder/picture.png", "picture.jpg", "pipe.png"]  # pipe.png: a FIFO
+        args += ["--out", draw(st.sampled_from(names))]
     return command, args
 
 
@@ -197,10 +200,12 @@ def test_run_commands_under_any_options(synthetic_run, tmp_path_factory, case):
     command, args = case
     here = tmp_path_factory.getbasetemp() / f"fuzz-view-{next(_count)}"
     here.mkdir()
-    args = [str(here / a) if a.endswith(".png") else a for a in args]
+    args = [str(here / a) if a.endswith((".png", ".jpg")) else a for a in args]
+    os.mkfifo(here / "pipe.png")
     before = _snapshot(synthetic_run)
     result = invoke(command, str(synthetic_run), *args)
     _check(result)
+    assert stat.S_ISFIFO((here / "pipe.png").stat().st_mode)  # never replaced by a picture
     if result.exit_code != 0:
         assert _snapshot(synthetic_run) == before
 

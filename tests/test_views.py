@@ -3,6 +3,8 @@ content."""
 
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 
@@ -30,7 +32,7 @@ def trained(synthetic_run):
     [
         (["sample", "-n", "16"], ["samples.png"]),
         (["reconstruct"], ["reconstructions.png"]),
-        (["latent"], ["latent.png", "manifold.png"]),
+        (["latent"], ["latent.png", "latent-manifold.png"]),  # z_dim 2: the manifold too, beside --out
         (["interpolate", "--pairs", "3", "--steps", "5"], ["interpolations.png"]),
         (["curves"], ["elbo.png"]),
     ],
@@ -44,6 +46,35 @@ def test_command_writes_and_prints_its_pictures(synthetic_run, tmp_path, command
         image = matplotlib.image.imread(tmp_path / f)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert image[..., :3].std() > 0.05  # a picture, not a blank canvas
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "latent", "interpolate", "curves"])
+@pytest.mark.parametrize("name", ["pic.jpg", "pic.pdf", "pic", "pic.png.txt"])
+def test_a_picture_is_a_png_and_a_name_that_says_otherwise_is_refused(synthetic_run, tmp_path, command, name):
+    result = invoke(command, str(synthetic_run), "--out", str(tmp_path / name))
+    assert_one_line_error(result, f"--out {tmp_path / name}: pictures are written as PNG", "ends in .png")
+    assert list(tmp_path.iterdir()) == []
+    assert invoke(command, str(synthetic_run), "--out", str(tmp_path / "pic.PNG")).exit_code == 0
+
+
+def test_a_picture_replaces_a_file_through_its_link_and_never_a_pipe(synthetic_run, tmp_path):
+    """The rename that writes a picture whole would replace a link with a file, and a pipe or device
+    (``--out /dev/stdout``; as root, ``/dev/null``) with a plain file: the link's target is written, and a
+    file that is not a plain one is refused in one line, left as it was."""
+    target, link = tmp_path / "target.png", tmp_path / "link.png"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    assert invoke("sample", str(synthetic_run), "--out", str(link)).exit_code == 0
+    assert link.is_symlink() and target.read_bytes().startswith(b"\x89PNG")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    for out in (pipe, tmp_path / "to-pipe.png"):
+        if out != pipe:
+            out.symlink_to(pipe)
+        result = invoke("sample", str(synthetic_run), "--out", str(out))
+        assert_one_line_error(result, f"cannot write {out}: not a regular file")
+        assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "pipe.png", "target.png", "to-pipe.png"]
 
 
 def test_samples_show_the_mean_and_a_binary_draw(trained, tmp_path):
