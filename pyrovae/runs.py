@@ -25,7 +25,9 @@ def default_run_dir(dataset: str) -> Path:
 
 def check_run_dir(path: Path) -> None:
     """Refuse an output folder that holds anything already."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output folder {path} already exists and is not a folder; choose another --out")
+    if path.exists() and any(path.iterdir()):
         raise UserError(f"output folder {path} already exists and is not empty; choose another --out")
 
 

@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +146,15 @@ def test_output_folder_that_is_not_empty_is_refused(tmp_path):
     result = invoke("fit", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path))
     assert_one_line_error(result, "not empty")
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_an_output_folder_that_is_a_file_is_refused_as_one(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_text("precious")
+    for name in ("pipe", "file"):
+        result = invoke("fit", "--dataset", "synthetic", "--epochs", "1", "--out", str(tmp_path / name))
+        assert_one_line_error(result, f"output folder {tmp_path / name} already exists and is not a folder")
+    assert (tmp_path / "file").read_text() == "precious" and stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
