@@ -35,15 +35,22 @@ def read_evaluation(
         log_px = [float(r["log_px"]) for r in rows]
         if not isinstance(summary, dict):
             raise ValueError(f"{summary_file} holds no summary")
+        stderr = summary.get("log_px_stderr", math.nan)
+        if isinstance(stderr, bool) or not isinstance(stderr, (int, float)):
+            raise ValueError(f"{summary_file} gives a log_px_stderr of {stderr!r}, not a number")
+        summary["log_px_stderr"] = float(stderr)  # an integer of 400 digits: OverflowError
         if not rows:
             raise ValueError(f"{images_file} has no rows")
+        for i, value in zip(index, log_px, strict=True):
+            if not math.isfinite(value):  # a diverged model's score; no mean or difference is made of it
+                raise ValueError(f"{images_file} gives image {i} a log p(x) of {value}")
     except FileNotFoundError as e:
         raise UserError(
             f"{run_dir} has no {Path(e.filename).name}: score it with evaluate --split {split}"
             + (f" --num-points {num_points}" if num_points is not None else "")
             + " first"
         ) from None
-    except (OSError, ValueError, KeyError, TypeError) as e:  # a folder where a file was, bytes, bad rows
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:  # a folder for a file, bytes, ...
         raise UserError(f"{run_dir}: its evaluation files cannot be read ({e})") from None
     return summary, index, log_px
 
@@ -74,7 +81,7 @@ def compare_runs(
         row = {
             "run": str(run_dir),
             "log_px": sum(log_px) / n,
-            "log_px_stderr": summary.get("log_px_stderr", math.nan),
+            "log_px_stderr": summary["log_px_stderr"],
             "log_px_stderr_images": _stderr(log_px),
             "num_samples": summary.get("num_samples"),
         }
@@ -90,7 +97,13 @@ def _stderr(values: list[float]) -> float:
     if n < 2:
         return math.nan
     mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    squares = sum((v - mean) * (v - mean) for v in values)  # past 1e154 inf, where ** 2 raises
+    return math.sqrt(squares / (n - 1) / n)
+
+
+def _figure(value: float, sign: str = "") -> str:
+    """Nats to three decimals; in powers of ten past a billion (what no real score reaches)."""
+    return f"{value:{sign}.3f}" if not abs(value) >= 1e9 else f"{value:{sign}.3e}"
 
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
@@ -98,10 +111,10 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     header = ["run", "log p(x)", "MC s.e.", "s.e. over images", "paired difference vs first", "its s.e."]
     lines = []
     for r in rows:
-        diff = "" if "diff" not in r else f"{r['diff']:+.3f}"
-        diff_se = "" if "diff" not in r else f"{r['diff_stderr']:.3f}"
-        lines.append([r["run"], f"{r['log_px']:.3f}", f"{r['log_px_stderr']:.3f}",
-                      f"{r['log_px_stderr_images']:.3f}", diff, diff_se])  # fmt: skip
+        diff = "" if "diff" not in r else _figure(r["diff"], "+")
+        diff_se = "" if "diff" not in r else _figure(r["diff_stderr"])
+        lines.append([r["run"], _figure(r["log_px"]), _figure(r["log_px_stderr"]),
+                      _figure(r["log_px_stderr_images"]), diff, diff_se])  # fmt: skip
     if markdown:
         out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
         return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])

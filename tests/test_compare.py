@@ -87,6 +87,19 @@ def test_compare_refuses_runs_scored_on_other_images(two_scored_runs, tmp_path):
     assert_one_line_error(invoke("compare", str(a)), "at least two runs")
 
 
+@pytest.mark.parametrize("score", ["nan", "-inf"])
+def test_compare_refuses_a_score_that_is_not_a_number(two_scored_runs, tmp_path, score):
+    """A diverged model's evaluation can hold nan or -inf for an image: no mean or paired difference is
+    made of it, and the line says which image."""
+    a, b = two_scored_runs
+    spoiled = Path(shutil.copytree(b, tmp_path / "spoiled"))
+    rows = (b / IMAGES).read_text().splitlines()
+    index, _, elbo = rows[5].split(",")
+    (spoiled / IMAGES).write_text("\n".join([*rows[:5], f"{index},{score},{elbo}", *rows[6:]]) + "\n")
+    result = invoke("compare", str(a), str(spoiled), "--num-points", "150")
+    assert_one_line_error(result, f"gives image {index} a log p(x) of {score}")
+
+
 def test_a_look_at_a_few_images_never_replaces_the_whole_test_sets_scores(two_scored_runs, tmp_path):
     run = Path(shutil.copytree(two_scored_runs[0], tmp_path / "run"))
     score = ("evaluate", str(run), "--num-samples", "3", "--no-compile")

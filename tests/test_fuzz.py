@@ -237,6 +237,42 @@ def test_compare_under_any_evaluation_files(tmp_path_factory, files, markdown, s
     _check(invoke("compare", *runs, "--split", split, *(["--markdown"] if markdown else [])))
 
 
+# One field of a scored pair spoiled: the pair agrees on everything compare checks, so that, unlike the
+# two random files above, the table is made, and any value evaluate never writes reaches it.
+PAIR_SUMMARY = {"dataset": "synthetic", "split": "test", "num_points": 3, "data": "binarized",
+                "num_samples": 5, "log_px_stderr": 0.05}  # fmt: skip
+JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3), st.just(10**400),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)  # fmt: skip
+PAIR_CELLS = st.one_of(CELLS, _strings(st.floats(min_value=1e150)), _strings(st.floats(max_value=-1e150)))
+
+
+@FUZZ
+@given(key=st.sampled_from(sorted(PAIR_SUMMARY)), value=JSON_VALUES, row=st.integers(0, 2),
+       column=st.sampled_from(["index", "log_px"]), cell=PAIR_CELLS, markdown=st.booleans())  # fmt: skip
+def test_compare_of_a_pair_with_one_field_of_any_value(tmp_path_factory, key, value, row, column, cell,
+                                                       markdown):  # fmt: skip
+    runs = []
+    for spoiled in (False, True):
+        run = tmp_path_factory.getbasetemp() / f"fuzz-pair-{next(_count)}"
+        run.mkdir()
+        rows = [{"index": str(i), "log_px": str(-80.0 - i), "elbo": str(-85.0 - i)} for i in range(3)]
+        summary = {**PAIR_SUMMARY, key: value} if spoiled else PAIR_SUMMARY
+        if spoiled:
+            rows[row][column] = cell
+        (run / "evaluation.json").write_text(json.dumps(summary))
+        lines = ["index,log_px,elbo", *(",".join(r.values()) for r in rows)]
+        (run / "evaluation-images.csv").write_text("\n".join(lines) + "\n")
+        runs.append(str(run))
+    result = invoke("compare", *runs, *(["--markdown"] if markdown else []))
+    _check(result)
+    if result.exit_code == 0:  # every figure a number of a dozen characters at most
+        for line in result.output.splitlines()[-2:]:
+            cells = [c.strip() for c in line.strip("|").split("|" if markdown else "  ") if c.strip()][1:]
+            assert all(len(c) <= 12 for c in cells), line
+
+
 METRIC_CELLS = st.one_of(
     _strings(st.integers(-3, 2000)), _strings(st.floats()), st.sampled_from(["", "x", "1e999", "-1e308"])
 )
