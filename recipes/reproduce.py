@@ -67,6 +67,9 @@ def _status(run: Path, num_samples: int) -> list[str]:
     config = TrainConfig.from_dict(json.loads((run / io.CONFIG).read_text()))
     metrics = io.read_metrics(run)
     if not metrics:
+        if (run / io.CHECKPOINT).exists():  # metrics.csv spoiled by hand: the checkpoint keeps its rows
+            state = "metrics.csv holds no epoch, but a checkpoint is here: fit --resume writes it again"
+            return ["", "", state, "", "", ""]
         return [f"0 of {config.epochs}", "", "not started", "", "", ""]
     best = runs.best_epoch(metrics)
     seconds = [m["seconds"] for m in metrics]

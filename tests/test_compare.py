@@ -375,6 +375,16 @@ def test_reproduce_status_says_how_long_a_run_without_early_stopping_has_to_go(t
     ]
 
 
+def test_reproduce_status_of_a_run_whose_metrics_file_was_spoiled_is_not_not_started(tmp_path):
+    """A checkpoint means the run started: a metrics.csv without rows says so, not "not started"."""
+    reproduce = _reproduce_module()
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig(epochs=10).to_dict()))
+    (tmp_path / io.METRICS).write_text("garbage\n")
+    assert reproduce.status(tmp_path, 5000)[:3] == ["0 of 10", "", "not started"]
+    (tmp_path / io.CHECKPOINT).write_bytes(b"")
+    assert reproduce.status(tmp_path, 5000)[2].startswith("metrics.csv holds no epoch, but a checkpoint")
+
+
 def test_reproduce_stops_at_the_first_command_that_fails(tmp_path):
     recipe, after = tmp_path / "bad.toml", tmp_path / "after.toml"  # a recipe that reads, and fails in fit
     recipe.write_text('dataset = "synthetic"\nepochs = 0\n')
