@@ -170,7 +170,12 @@ def import_parts(path_or_module: str) -> None:
             if spec is None or not path.is_file():
                 raise FileNotFoundError(f"no file {path}")
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            sys.modules[spec.name] = module  # as import does: its classes then know their file
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[spec.name]
+                raise
         else:
             importlib.import_module(path_or_module)
     except Exception as e:  # any failure of the user's module is theirs to see, in one line

@@ -1,6 +1,7 @@
 """Every likelihood and prior: its density checked independently, one SVI step, one log p(x) call."""
 
 import math
+import sys
 
 import pyro.distributions as dist
 import pytest
@@ -192,3 +193,34 @@ def test_every_pair_fits_and_evaluates_from_the_cli(tmp_path, likelihood, prior)
     assert evaluation["log_px"] >= evaluation["elbo"]
     result = invoke("sample", str(out), "-n", "4", "--out", str(tmp_path / "s.png"))
     assert result.exit_code == 0, result.output
+
+
+def test_a_name_taken_by_another_part_is_refused_and_the_same_part_may_register_again(tmp_path):
+    """A prior of your own under ``normal`` would change what every saved run with the standard normal
+    loads: refused, where it is registered and, through ``--import``, in one line; the table keeps the
+    built-in. A module imported again (reloaded, or under another name) registers its class again."""
+    import importlib.util
+
+    from pyrovae.priors import StandardNormal
+
+    part = tmp_path / "my_parts.py"
+    part.write_text(
+        "from pyrovae.priors import StandardNormal, register\n\n\n"
+        "@register('{name}')\nclass Mine(StandardNormal):\n    pass\n".replace("{name}", "normal")
+    )
+    result = invoke("--import", str(part), "sample", str(tmp_path))
+    assert_one_line_error(result, "the name 'normal' is taken already", "priors.py:StandardNormal")
+    assert PRIORS["normal"] is StandardNormal
+    part.write_text(part.read_text().replace("'normal'", "'mine-again'"))
+    try:
+        invoke("--import", str(part), "sample", str(tmp_path))  # registers it as pyrovae_parts_my_parts
+        assert PRIORS["mine-again"].__module__ == "pyrovae_parts_my_parts"
+        for module_name in ("my_parts", "my_parts_again", "my_parts"):  # as the import system does it
+            spec = importlib.util.spec_from_file_location(module_name, part)
+            sys.modules[module_name] = module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            assert PRIORS["mine-again"] is module.Mine
+    finally:
+        PRIORS.pop("mine-again", None)
+        for module_name in ("my_parts", "my_parts_again", "pyrovae_parts_my_parts"):
+            sys.modules.pop(module_name, None)
