@@ -393,6 +393,11 @@ def fit(
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
     if resume is not None:
+        if config_file is not None:  # the run's own config.json is its config; a file would be ignored
+            raise click.UsageError(
+                "--config cannot be given with --resume: a run resumes with its own config (of which "
+                "--epochs, --device, --data-dir and --logger may change on the command line)"
+            )
         changes = {name: value for name, value in {**options, **model_options}.items() if given(name)}
         click.echo(f"wrote {train.resume(resume, changes, log=click.echo)}")
         return

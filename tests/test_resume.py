@@ -74,6 +74,14 @@ def test_resume_with_contradicting_options_is_refused(synthetic_run):
     assert (synthetic_run / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_refuses_a_config_file_it_would_ignore(synthetic_run, tmp_path):
+    (tmp_path / "more.toml").write_text("epochs = 12\n")  # was ignored: the run stayed at its 10 epochs
+    before = (synthetic_run / "checkpoint.pt").read_bytes()
+    result = invoke("fit", "--resume", str(synthetic_run), "--config", str(tmp_path / "more.toml"))
+    assert_one_line_error(result, "--config cannot be given with --resume", "--epochs")
+    assert (synthetic_run / "checkpoint.pt").read_bytes() == before
+
+
 def test_truncated_checkpoint_is_a_one_line_error(synthetic_run, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
