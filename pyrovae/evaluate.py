@@ -71,6 +71,11 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
                     f"{run_dir} held out no validation images (fit --validation N holds some out)"
                 )
             if config.num_points is not None:
+                if config.num_points > len(split):  # its files would be named for images never scored
+                    raise UserError(
+                        f"--num-points {config.num_points}: the {config.split} split has {len(split)} images "
+                        "(leave it out to score them all)"
+                    )
                 split = split[: config.num_points]
             x = fixed_representation(split, vae.model.p_x.data).to(device)
             mine = group.share(x)

@@ -110,6 +110,9 @@ def test_a_look_at_a_few_images_never_replaces_the_whole_test_sets_scores(two_sc
     assert json.loads(whole[0])["num_points"] == 200
     assert json.loads((run / "evaluation-first10.json").read_text())["num_points"] == 10
     assert len((run / "evaluation-first10-images.csv").read_text().splitlines()) == 1 + 10
+    # more than the split holds: refused, not a file named for 100,000 images that scores 200
+    assert_one_line_error(invoke(*score, "--num-points", "201"), "--num-points 201: the test split has 200")
+    assert not (run / "evaluation-first201.json").exists()
 
 
 @pytest.mark.parametrize("split, refused", [("validation", True), ("train", True), ("test", False)])
