@@ -201,6 +201,11 @@ class TrainConfig:
             isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1
         ):
             raise ValueError(f"test_fraction must be a number between 0 and 1, got {self.test_fraction!r}")
+        default_fraction = next(f.default for f in dataclasses.fields(self) if f.name == "test_fraction")
+        if self.dataset in DATASETS and self.test_fraction != default_fraction:  # it would be kept, unused
+            raise ValueError(
+                f"test_fraction is for images of your own; {self.dataset} has its own test split"
+            )
         from .objectives import OBJECTIVES
 
         check_registered("objective", self.elbo, OBJECTIVES)

@@ -205,6 +205,16 @@ def test_an_npz_is_read_with_or_without_labels(tmp_path, layout):
     assert (load_dataset(str(tmp_path / "without.npz")).y_train == 0).all()
 
 
+@pytest.mark.parametrize("given", [["--test-fraction", "0.5"], ["--config", "r.toml"]])
+def test_a_test_fraction_for_a_data_set_with_its_own_test_split_is_refused(tmp_path, given):
+    """It was kept in config.json and never used: the run said 0.5 and tested on synthetic's own 200."""
+    (tmp_path / "r.toml").write_text("test_fraction = 0.5\n")
+    given = [str(tmp_path / a) if a.endswith(".toml") else a for a in given]
+    result = invoke("fit", "--dataset", "synthetic", "--epochs", "1", *given, "--out", str(tmp_path / "run"))
+    assert_one_line_error(result, "test_fraction is for images of your own; synthetic has its own test split")
+    assert not (tmp_path / "run").exists()
+
+
 def test_own_data_fits_and_later_commands_find_it_from_config_json(tmp_path, monkeypatch):
     np.savez(tmp_path / "digits.npz", x=RNG.integers(0, 256, (60, 8, 8), dtype=np.uint8))
     monkeypatch.chdir(tmp_path)
