@@ -103,7 +103,9 @@ def _stderr(values: list[float]) -> float:
 
 def _figure(value: float, sign: str = "") -> str:
     """Nats to three decimals; in powers of ten past a billion (what no real score reaches)."""
-    return f"{value:{sign}.3f}" if not abs(value) >= 1e9 else f"{value:{sign}.3e}"
+    if math.isfinite(value) and abs(value) >= 1e9:
+        return f"{value:{sign}.3e}"
+    return f"{value:{sign}.3f}"  # nan and inf print as themselves
 
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -201,8 +201,7 @@ class TrainConfig:
             isinstance(self.test_fraction, (int, float)) and 0 < self.test_fraction < 1
         ):
             raise ValueError(f"test_fraction must be a number between 0 and 1, got {self.test_fraction!r}")
-        default_fraction = next(f.default for f in dataclasses.fields(self) if f.name == "test_fraction")
-        if self.dataset in DATASETS and self.test_fraction != default_fraction:  # it would be kept, unused
+        if self.dataset in DATASETS and self.test_fraction != type(self).test_fraction:  # kept, never used
             raise ValueError(
                 f"test_fraction is for images of your own; {self.dataset} has its own test split"
             )
