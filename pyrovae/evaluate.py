@@ -70,20 +70,18 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig | None = None) -> dict[
                 raise UserError(
                     f"{run_dir} held out no validation images (fit --validation N holds some out)"
                 )
-            if config.num_points is not None:
-                if config.num_points > len(split):  # its files would be named for images never scored
-                    raise UserError(
-                        f"--num-points {config.num_points}: the {config.split} split has {len(split)} images "
-                        "(leave it out to score them all)"
-                    )
-                split = split[: config.num_points]
+            num_points = config.num_points
+            if num_points is not None and num_points >= len(split):  # the whole split, and its files
+                num_points = None
+            if num_points is not None:
+                split = split[:num_points]
             x = fixed_representation(split, vae.model.p_x.data).to(device)
             mine = group.share(x)
             if len(mine) == 0:
                 raise UserError(f"{len(x)} images cannot be shared among {group.world_size} processes")
             needed = memory.evaluation_bytes(train_config.model, config, len(mine))
             memory.check_fits(needed, device, "this evaluation")
-            summary_file, images_file = evaluation_files(config.split, config.num_points)
+            summary_file, images_file = evaluation_files(config.split, num_points)
             if group.is_main:  # where the result goes, checked before the hours of scoring
                 io.check_writable(run_dir / summary_file, run_dir / images_file)
         pyro.set_rng_seed(distributed.rank_seed(config.seed, group.rank))

@@ -110,9 +110,16 @@ def test_a_look_at_a_few_images_never_replaces_the_whole_test_sets_scores(two_sc
     assert json.loads(whole[0])["num_points"] == 200
     assert json.loads((run / "evaluation-first10.json").read_text())["num_points"] == 10
     assert len((run / "evaluation-first10-images.csv").read_text().splitlines()) == 1 + 10
-    # more than the split holds: refused, not a file named for 100,000 images that scores 200
-    assert_one_line_error(invoke(*score, "--num-points", "201"), "--num-points 201: the test split has 200")
+    # as many as the split holds, or more: the whole split, scored as such (not a file named for 201 images
+    # that scores 200)
+    (run / "evaluation.json").unlink()
+    assert invoke(*score, "--num-points", "201").exit_code == 0
     assert not (run / "evaluation-first201.json").exists()
+    assert (run / "evaluation-images.csv").read_text() == whole[1]
+    again = json.loads((run / "evaluation.json").read_text())
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in json.loads(whole[0]).items() if k != "seconds"
+    }
 
 
 @pytest.mark.parametrize("split, refused", [("validation", True), ("train", True), ("test", False)])
