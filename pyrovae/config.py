@@ -130,6 +130,17 @@ class ModelConfig:
             check_registered(kind, name, table)
         NETWORKS[self.arch].check(self.image_shape)
         LIKELIHOODS[self.likelihood_name].check(self.image_shape)
+        parts = {"prior": PRIORS[self.prior], "guide": GUIDES[self.guide]}
+        for option in ("num_components", "num_flows"):  # given to parts that do not read it: never used
+            if getattr(self, option) != getattr(type(self), option) and not any(
+                option in getattr(part, "reads", ()) for part in parts.values()
+            ):
+                readers = [name for table in (PRIORS, GUIDES) for name, part in table.items()
+                           if option in getattr(part, "reads", ())]  # fmt: skip
+                raise ValueError(
+                    f"{option} is for {', '.join(readers)}; the {self.prior} prior and the {self.guide} "
+                    f"guide read none (a part of your own that does says reads = ({option!r},))"
+                )
         if self.family == "hvae" and self.guide != "gaussian":
             raise ValueError("the hvae has its own two-layer Gaussian guide; --guide works with --model vae")
 

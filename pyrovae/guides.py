@@ -31,6 +31,7 @@ class Guide(PyroModule):
     """``q(z | x)``, amortised by an encoder; the site ``"z"`` in the plate ``"data"``."""
 
     name: str
+    reads: tuple[str, ...] = ()  # as a prior's (pyrovae.priors.Prior.reads)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -66,6 +67,8 @@ class Gaussian(Guide):
 
 class Flow(Guide):
     """The encoder's Gaussian through ``config.num_flows`` conditional transforms made by ``transform``."""
+
+    reads = ("num_flows",)
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

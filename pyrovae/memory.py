@@ -96,7 +96,7 @@ def _vae(config: ModelConfig, device: str):
     from .model import VAE  # the model imports every registry; the config module must not
 
     if device == "meta" and issubclass(GUIDES[config.guide], Flow):
-        config = dataclasses.replace(config, guide="gaussian")
+        config = dataclasses.replace(config, guide="gaussian", num_flows=ModelConfig.num_flows)
     with torch.device(device):
         return VAE(config)
 

@@ -29,6 +29,9 @@ class Prior(nn.Module):
     it); ``config.num_components`` sizes the mixtures."""
 
     name: str
+    # The options of ModelConfig that only some parts use, which this one reads (a config that sets one
+    # that none of its parts reads is refused: config.json would keep a value that was never used).
+    reads: tuple[str, ...] = ()
 
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()
@@ -81,6 +84,8 @@ class StudentT(Prior):
 class MixtureOfGaussians(Prior):
     """``sum_k pi_k N(loc_k, diag(scale_k^2))`` with learned weights, locations and scales."""
 
+    reads = ("num_components",)
+
     def __init__(self, config, encoder):
         super().__init__(config, encoder)
         k, z_dim = config.num_components, config.z_dim
@@ -97,6 +102,8 @@ class MixtureOfGaussians(Prior):
 class VampPrior(Prior):
     """The VampPrior (Tomczak and Welling, 2018): ``(1/K) sum_k q(z | u_k)``, the guide's posteriors at
     K learned pseudo-inputs ``u_k`` in the data's space."""
+
+    reads = ("num_components",)
 
     def __init__(self, config, encoder):
         super().__init__(config, encoder)

@@ -1,6 +1,7 @@
 """Every likelihood and prior: its density checked independently, one SVI step, one log p(x) call."""
 
 import math
+import re
 import sys
 
 import pyro.distributions as dist
@@ -16,6 +17,12 @@ from pyrovae.priors import PRIORS, has_closed_form_kl
 from pyrovae.train import adam, elbo_loss
 from tests.conftest import invoke
 from tests.test_cli import assert_one_line_error
+
+
+def components(prior: str, k: int) -> dict[str, int]:
+    """``num_components=k`` for a prior that has components; nothing for one that has none (refused)."""
+    return {"num_components": k} if "num_components" in PRIORS[prior].reads else {}
+
 
 X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 
@@ -37,8 +44,8 @@ X_UINT8 = torch.randint(0, 256, (6, 784), generator=torch.Generator().manual_see
 def test_every_pair_takes_an_svi_step_and_gives_log_px(likelihood, prior, arch, family, k, image_shape):
     """Every architecture, likelihood and prior, on grey and colour images, with and without particle
     dimensions."""
-    options = dict(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, num_components=4,
-                   arch=arch, family=family, image_shape=image_shape)  # fmt: skip
+    options = dict(z_dim=3, hidden_dims=(16, 8), likelihood=likelihood, prior=prior, arch=arch, family=family,
+                   image_shape=image_shape, **components(prior, 4))  # fmt: skip
     if likelihood == "bernoulli" and len(image_shape) == 3:
         with pytest.raises(ValueError, match="colour"):
             ModelConfig(**options)
@@ -163,7 +170,7 @@ def test_student_t_has_heavier_tails_than_normal():
     "prior, closed", [("normal", True), ("mog", False), ("vamp", False), ("studentt", False)]
 )
 def test_closed_form_kl_is_known_only_for_the_normal_prior(prior, closed):
-    vae = VAE(ModelConfig(z_dim=2, hidden_dims=(8,), prior=prior, num_components=2))
+    vae = VAE(ModelConfig(z_dim=2, hidden_dims=(8,), prior=prior, **components(prior, 2)))
     assert has_closed_form_kl(vae.model.prior(), vae.guide.posterior(torch.zeros(1, 784))) is closed
 
 
@@ -178,8 +185,9 @@ def test_meanfield_refuses_a_prior_without_closed_form_kl(tmp_path):
 @pytest.mark.parametrize("prior", sorted(PRIORS))
 def test_every_pair_fits_and_evaluates_from_the_cli(tmp_path, likelihood, prior):
     out = tmp_path / "run"
+    few = ["--num-components", "3"] if "num_components" in PRIORS[prior].reads else []
     result = invoke("fit", "--dataset", "synthetic", "--epochs", "1", "--likelihood", likelihood, "--prior",
-                    prior, "--num-components", "3", "--hidden-dims", "32", "--out", str(out))  # fmt: skip
+                    prior, *few, "--hidden-dims", "32", "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     result = invoke(
         "evaluate", str(out), "--num-samples", "4", "--num-points", "20", "--no-compile", "--json"
@@ -193,6 +201,21 @@ def test_every_pair_fits_and_evaluates_from_the_cli(tmp_path, likelihood, prior)
     assert evaluation["log_px"] >= evaluation["elbo"]
     result = invoke("sample", str(out), "-n", "4", "--out", str(tmp_path / "s.png"))
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"num_components": 7}, "num_components is for mog, vamp; the normal prior and the gaussian guide"),
+        ({"num_flows": 3, "prior": "studentt"}, "num_flows is for iaf, planar, spline; the studentt prior"),
+    ],
+)
+def test_an_option_that_none_of_the_parts_reads_is_refused(options, fragment):
+    """It would be kept in config.json as if it had shaped the model; one that a part reads is not."""
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        ModelConfig(**options)
+    ModelConfig(**{**options, "prior": "mog", "guide": "iaf"})
+    ModelConfig(**{k: v for k, v in options.items() if k == "prior"})  # the option's default: anything
 
 
 def test_a_name_taken_by_another_part_is_refused_and_the_same_part_may_register_again(tmp_path):
