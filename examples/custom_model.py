@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pyrovae.data import binarize_fixed, load_dataset
+from pyrovae.errors import one_line_errors
 from pyrovae.importance import importance_estimate
 from pyrovae.networks import Encoder, mlp
 from pyrovae.objectives import OBJECTIVES
@@ -69,6 +70,7 @@ def fit_and_score(data, epochs: int, objective: str, num_particles: int, num_sam
 @click.option("--num-particles", default=5)
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
+@one_line_errors
 def main(dataset, data_dir, epochs, objective, num_particles, num_samples, num_points):
     scores = fit_and_score(load_dataset(dataset, data_dir), epochs, objective, num_particles, num_samples,
                            num_points)  # fmt: skip

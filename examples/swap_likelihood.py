@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import torch.nn.functional as F
 
 from pyrovae import EvalConfig, ModelConfig, TrainConfig
+from pyrovae.errors import one_line_errors
 from pyrovae.evaluate import evaluate_run, summary
 from pyrovae.likelihoods import Dequantized, register
 from pyrovae.train import fit
@@ -35,6 +36,7 @@ class Beta(Dequantized):
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
 @click.option("--out", default="runs/swap-likelihood")
+@one_line_errors
 def main(dataset, data_dir, epochs, num_samples, num_points, out):
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, out=out,
                          model=ModelConfig(likelihood="beta"))  # fmt: skip

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae import EvalConfig, ModelConfig, TrainConfig
+from pyrovae.errors import one_line_errors
 from pyrovae.evaluate import evaluate_run, summary
 from pyrovae.networks import Architecture, register
 from pyrovae.train import fit
@@ -47,6 +48,7 @@ class Residual(Architecture):
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
 @click.option("--out", default="runs/swap-network")
+@one_line_errors
 def main(dataset, data_dir, epochs, num_samples, num_points, out):
     model = ModelConfig(arch="residual", hidden_dims=(400, 400, 400))
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, out=out, model=model)

@@ -17,6 +17,7 @@ import click
 import torch
 
 from pyrovae import EvalConfig, TrainConfig
+from pyrovae.errors import one_line_errors
 from pyrovae.evaluate import evaluate_run, summary
 from pyrovae.objectives import IWAE, register
 from pyrovae.train import fit
@@ -49,6 +50,7 @@ class RenyiBound(IWAE):
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
 @click.option("--out", default="runs/swap-objective")
+@one_line_errors
 def main(dataset, data_dir, epochs, num_particles, num_samples, num_points, out):
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, out=out, elbo="renyi",
                          num_particles=num_particles)  # fmt: skip

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae import EvalConfig, ModelConfig, TrainConfig
+from pyrovae.errors import one_line_errors
 from pyrovae.evaluate import evaluate_run, summary
 from pyrovae.priors import Prior, register
 from pyrovae.train import fit
@@ -39,6 +40,7 @@ class LearnedNormal(Prior):
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
 @click.option("--out", default="runs/swap-prior")
+@one_line_errors
 def main(dataset, data_dir, epochs, num_samples, num_points, out):
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, out=out,
                          model=ModelConfig(prior="learned-normal"))  # fmt: skip

@@ -14,6 +14,7 @@ import click
 import torch
 
 from pyrovae import EvalConfig, ModelConfig, TrainConfig
+from pyrovae.errors import one_line_errors
 from pyrovae.evaluate import evaluate_run, summary
 from pyrovae.networks import Scale, register_scale
 from pyrovae.train import fit
@@ -35,6 +36,7 @@ class LogVariance(Scale):
 @click.option("--num-samples", default=1000, help="Importance samples per test image.")
 @click.option("--num-points", default=1000, help="Test images to score.")
 @click.option("--out", default="runs/swap-scale")
+@one_line_errors
 def main(dataset, data_dir, epochs, num_samples, num_points, out):
     config = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=epochs, out=out,
                          model=ModelConfig(scale="log-variance"))  # fmt: skip

@@ -50,6 +50,22 @@ def test_example_trains_and_prints_log_px(name, tmp_path):
     assert (tmp_path / "run" / "evaluation-first50.json").exists()
 
 
+SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+
+
+@pytest.mark.parametrize(
+    "name, args, fragment",
+    [(name, ["--dataset", "nonexistent"], "dataset 'nonexistent' is none of") for name in SCRIPTS]
+    + [(name, ["--dataset", "synthetic", "--epochs", "0"], "epochs must be a positive integer")
+       for name in SCRIPTS if name.startswith("swap_")],
+)  # fmt: skip
+def test_an_example_given_bad_input_says_so_in_one_line(name, args, fragment):
+    result = CliRunner().invoke(load(name).main, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and fragment in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def trained(name: str, run_dir: Path):
     """The model and config of example ``name``, trained 2 epochs on synthetic data into ``run_dir``."""
     from pyrovae.runs import load_run
