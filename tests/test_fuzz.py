@@ -83,6 +83,10 @@ FIT_OPTIONS = {
     ),  # fmt: skip
     "--prior": choice(["normal", "mog", "vamp", "studentt"], ["flat"]),
     "--num-components": sizes(st.integers(1, 5)),
+    "--guide": choice(["gaussian", "iaf", "planar", "spline"], ["flow"]),
+    "--num-flows": sizes(st.integers(1, 2)),
+    "--model": choice(["vae", "hvae"], ["vq"]),
+    "--arch": choice(["mlp", "tanh", "gated"], ["rnn"]),
     "--elbo": choice(["trace", "meanfield", "iwae", "iwae-dreg"], ["rws"]),
     "--scale": choice(["softplus", "bounded"], ["exp"]),
     "--num-particles": sizes(st.integers(1, 3)),
