@@ -127,6 +127,10 @@ def main(
 ) -> None:
     root = Path(runs_dir).expanduser()
     check_recipes(recipes)
+    for option, folder in (("--runs", runs_dir), ("--carried", carried), ("--park", park)):
+        path = Path(folder).expanduser() if folder is not None else None
+        if path is not None and path.exists() and not path.is_dir():  # a file, or /dev/null
+            raise click.ClickException(f"{option} {folder} is not a folder")
     try:
         if park is not None:
             for recipe in map(Path, recipes):

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -423,6 +424,17 @@ def test_evaluate_finds_an_unwritable_result_before_it_scores(two_scored_runs, t
     assert_one_line_error(result, "cannot write", "evaluation.json", "Is a directory")
     assert not (run / "evaluation-images.csv").exists()
     assert not list(run.glob(".probe*"))
+
+
+@pytest.mark.parametrize("option", ["--runs", "--carried", "--park"])
+def test_reproduce_refuses_a_folder_option_that_names_a_pipe_or_device(tmp_path, option):
+    """click refuses a plain file; a pipe or device (--runs /dev/null) passed it, to "File exists"."""
+    (tmp_path / "r.toml").write_text('dataset = "synthetic"\n')
+    os.mkfifo(tmp_path / "pipe")
+    args = [str(tmp_path / "r.toml"), "--runs", str(tmp_path / "runs"), option, str(tmp_path / "pipe")]
+    result = CliRunner().invoke(_reproduce_module().main, args)
+    assert_one_line_error(result, f"{option} {tmp_path / 'pipe'} is not a folder")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
