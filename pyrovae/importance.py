@@ -69,11 +69,13 @@ def importance_estimate(
     chunk_size: int = 500,
     batch_size: int = 100,
     compile: bool = False,
+    progress: Callable[[int], object] | None = None,
 ) -> ImportanceEstimate:
     """:func:`log_likelihood` with its standard error, effective sample size and ELBO.
 
     ``compile=True`` scores Bernoulli images with a kernel fused by ``torch.compile`` (see
     :func:`pyrovae.distributions.compiled_log_prob`): the same numbers, faster for large K.
+    ``progress(n)`` is called as each batch of ``n`` images is scored (a progress bar's ``update``).
     """
     for name, value in (
         ("num_samples", num_samples),
@@ -86,10 +88,11 @@ def importance_estimate(
     # the chunks repeat the same checks on the same data, so they run without them.
     data_dim, particle_dim = plate_dims(model, guide, (x,))
     with pyro.validation_enabled(False), compiled_log_prob(compile):
-        parts = [
-            _estimate_rows(model, guide, rows, num_samples, chunk_size, data_dim, particle_dim)
-            for rows in x.split(batch_size)
-        ]
+        parts = []
+        for rows in x.split(batch_size):
+            parts.append(_estimate_rows(model, guide, rows, num_samples, chunk_size, data_dim, particle_dim))
+            if progress is not None:
+                progress(len(rows))
     return ImportanceEstimate(*(torch.cat(t) for t in zip(*parts, strict=True)))
 
 

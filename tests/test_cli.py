@@ -304,9 +304,9 @@ def test_evaluate_compiles_by_default_only_jobs_that_repay_it(synthetic_run, mon
     calls = []
     real = pyrovae.evaluate.importance_estimate
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args[-1])
-        return real(*args[:-1], False)
+        return real(*args[:-1], False, **kwargs)
 
     monkeypatch.setattr(pyrovae.evaluate, "importance_estimate", spy)
     result = invoke("evaluate", str(synthetic_run), *options)

@@ -39,6 +39,17 @@ def test_chunk_and_batch_sizes_change_only_the_draws(linear_gaussian):
     assert not torch.equal(a.log_px, b.log_px)
 
 
+def test_progress_is_told_each_batch_of_images_and_changes_nothing(linear_gaussian):
+    model, _, poor_guide, x, _ = linear_gaussian
+    done = []
+    pyro.set_rng_seed(0)
+    told = importance_estimate(model, poor_guide, x, num_samples=50, batch_size=3, progress=done.append)
+    pyro.set_rng_seed(0)
+    silent = importance_estimate(model, poor_guide, x, num_samples=50, batch_size=3)
+    assert done == [3] * (len(x) // 3) + ([len(x) % 3] if len(x) % 3 else [])
+    assert all(torch.equal(a, b) for a, b in zip(told, silent, strict=True))
+
+
 def test_bernoulli_decoder_with_a_scalar_latent_matches_quadrature():
     """``z ~ N(0, 1)``, ``x_d ~ Bernoulli(sigmoid(a_d z + c_d))``; ``p(x)`` by quadrature over z."""
     g = torch.Generator().manual_seed(1)

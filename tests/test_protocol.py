@@ -59,9 +59,9 @@ def test_evaluate_scores_the_images_the_run_held_out_or_trained_on_beside_the_te
     seen = []
     real = pyrovae.evaluate.importance_estimate
 
-    def spy(model, guide, x, *args):
+    def spy(model, guide, x, *args, **kwargs):
         seen.append(x)
-        return real(model, guide, x, *args)
+        return real(model, guide, x, *args, **kwargs)
 
     monkeypatch.setattr(pyrovae.evaluate, "importance_estimate", spy)
     result = invoke(
