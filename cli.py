@@ -26,7 +26,7 @@ from pyrovae.config import (
     TrainConfig,
     read_config_file,
 )
-from pyrovae.errors import UserError
+from pyrovae.errors import UserError, one_line
 from pyrovae.guides import GUIDES
 from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.loggers import LOGGERS
@@ -51,10 +51,9 @@ def user_errors(command):
         except UserError as e:
             if not group.is_main:  # under torchrun, rank 0 alone says it
                 raise SystemExit(1) from None
-            raise click.ClickException(" ".join(str(e).split())) from None  # one line, whatever it quotes
+            raise click.ClickException(one_line(e)) from None
         except OSError as e:  # a folder that is missing, full or read-only
-            where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"cannot write {where}{e.strerror or e}") from None
+            raise click.ClickException(one_line(e)) from None
         except MemoryError:
             raise click.ClickException("out of memory; choose smaller sizes") from None
         except RuntimeError as e:  # torch.OutOfMemoryError is one; so is the CPU allocator's failure

@@ -13,6 +13,15 @@ class UserError(Exception):
     """Bad input or a state the user can fix; its message is one line, shown without a traceback."""
 
 
+def one_line(error: BaseException) -> str:
+    """What click shows of an error a user can fix: its message on one line, whatever it quotes; for an
+    ``OSError`` (a folder missing, full or read-only), the file it could not write."""
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"cannot write {where}{error.strerror or error}"
+    return " ".join(str(error).split())
+
+
 def one_line_errors(command: F) -> F:
     """For a script's click command (the examples'): a :class:`UserError`, a config's ``ValueError`` (an
     option out of its range) and an ``OSError`` (a folder missing or read-only) end it with click's
@@ -23,10 +32,7 @@ def one_line_errors(command: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (UserError, ValueError) as e:
-            raise click.ClickException(" ".join(str(e).split())) from None
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"cannot write {where}{e.strerror or e}") from None
+        except (UserError, ValueError, OSError) as e:
+            raise click.ClickException(one_line(e)) from None
 
     return wrapper  # type: ignore[return-value]
