@@ -130,10 +130,10 @@ class ModelConfig:
             check_registered(kind, name, table)
         NETWORKS[self.arch].check(self.image_shape)
         LIKELIHOODS[self.likelihood_name].check(self.image_shape)
-        parts = {"prior": PRIORS[self.prior], "guide": GUIDES[self.guide]}
+        parts = (PRIORS[self.prior], GUIDES[self.guide])
         for option in ("num_components", "num_flows"):  # given to parts that do not read it: never used
             if getattr(self, option) != getattr(type(self), option) and not any(
-                option in getattr(part, "reads", ()) for part in parts.values()
+                option in getattr(part, "reads", ()) for part in parts
             ):
                 readers = [name for table in (PRIORS, GUIDES) for name, part in table.items()
                            if option in getattr(part, "reads", ())]  # fmt: skip

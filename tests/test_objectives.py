@@ -17,6 +17,7 @@ from pyrovae.runs import load_run
 from pyrovae.train import check_objective
 
 from .test_model import _draws
+from .test_swaps import components
 
 
 @pytest.fixture
@@ -195,9 +196,8 @@ def test_static_path_equals_the_estimator_number_for_number(
 ):
     """Where Pyro does not validate the step, pyrovae's own models and guides skip the effect handlers:
     the loss and every gradient equal the estimator's at the same draw."""
-    few = {"num_components": 3} if prior in ("mog", "vamp") else {}
     vae = VAE(ModelConfig(z_dim=4, hidden_dims=(32,), likelihood=likelihood, prior=prior, family=family,
-                          **few)).double()  # fmt: skip
+                          **components(prior, 3))).double()  # fmt: skip
     x = vae.model.p_x.data((x_small * 255).to(torch.uint8), torch.Generator().manual_seed(0)).double()
     elbo = OBJECTIVES[name](num_particles=k, max_plate_nesting=1, vectorize_particles=True)
     module = elbo(vae.model, vae.guide)
