@@ -8,6 +8,7 @@ when both rank the images alike, as models of one data set do.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from .errors import UserError
 from .evaluate import evaluation_files
+from .io import read_text
 
 # What two evaluations must share to be compared image by image.
 SAME = ("dataset", "split", "num_points", "data")
@@ -28,9 +30,8 @@ def read_evaluation(
     run_dir = Path(run_dir)
     summary_file, images_file = evaluation_files(split, num_points)
     try:
-        summary = json.loads((run_dir / summary_file).read_text())
-        with open(run_dir / images_file, newline="") as f:
-            rows = list(csv.DictReader(f))
+        summary = json.loads(read_text(run_dir / summary_file))
+        rows = list(csv.DictReader(io.StringIO(read_text(run_dir / images_file))))
         index = [int(r["index"]) for r in rows]
         log_px = [float(r["log_px"]) for r in rows]
         if not isinstance(summary, dict):

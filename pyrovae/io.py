@@ -26,12 +26,17 @@ _FORMAT = "pyrovae-checkpoint"
 _VERSION = 1
 
 
+def _special(path: Path) -> bool:
+    """Whether ``path`` is a device, pipe or socket: neither a plain file nor a folder."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def _replaceable(path: Path) -> Path:
     """The file a write to ``path`` replaces: the end of its symbolic links (so that a link keeps
     pointing at the new file), refused with an ``OSError`` where it is a device, pipe or socket, which a
     rename would replace with a plain file (``--out /dev/stdout``, as root ``/dev/null``)."""
     target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file() and not target.is_dir():  # a folder: open() says so
+    if _special(target):  # a folder: open() says so
         raise OSError(errno.EINVAL, "not a regular file (pyrovae writes files whole, by a rename)", str(path))
     return target
 
@@ -70,6 +75,15 @@ def check_writable(*paths: Path) -> None:
         probe.unlink()
 
 
+def read_text(path: Path) -> str:
+    """The text of ``path``, refused with an ``OSError`` where it is a pipe, device or socket, whose
+    reading waits on a writer that may never come (a run's files are plain files)."""
+    if _special(Path(path)):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with open(path, newline="") as f:
+        return f.read()
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -87,8 +101,8 @@ def write_metrics(run_dir: Path, rows: list[dict[str, float]]) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    with open(Path(run_dir) / METRICS, newline="") as f:
-        return [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = csv.DictReader(io.StringIO(read_text(Path(run_dir) / METRICS)))
+    return [{k: float(v) if v != "" else None for k, v in row.items()} for row in rows]
 
 
 def save_checkpoint(path: Path, config: TrainConfig, state: dict[str, Any]) -> None:

@@ -45,7 +45,7 @@ def current_scores(run: Path, metrics: list[dict[str, float]], num_samples: int)
     the epochs, not the files' times, which a copy or a clone of a carried run rewrites."""
     if not (run / SUMMARY).exists():
         return None
-    evaluation = json.loads((run / SUMMARY).read_text())
+    evaluation = json.loads(io.read_text(run / SUMMARY))
     best = runs.best_epoch(metrics)
     epoch = best if best is not None and (run / io.BEST_CHECKPOINT).exists() else len(metrics)
     wanted = {"checkpoint": "best", "epoch": epoch, "num_samples": num_samples}
@@ -64,7 +64,7 @@ def status(run: Path, num_samples: int) -> list[str]:
 
 
 def _status(run: Path, num_samples: int) -> list[str]:
-    config = TrainConfig.from_dict(json.loads((run / io.CONFIG).read_text()))
+    config = TrainConfig.from_dict(json.loads(io.read_text(run / io.CONFIG)))
     metrics = io.read_metrics(run)
     if not metrics:
         if (run / io.CHECKPOINT).exists():  # metrics.csv spoiled by hand: the checkpoint keeps its rows

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -458,3 +459,33 @@ def test_reproduce_reads_every_recipe_before_it_runs_anything(tmp_path, recipes,
     assert_one_line_error(result, fragment)
     assert result.output.startswith("Error: ")  # nothing ran before it
     assert not (tmp_path / "runs").exists() and not (tmp_path / "carried").exists()
+
+
+def _within(seconds: float, call):
+    """``call()``'s result, failing the test (not hanging it) where ``call`` waits on a pipe."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "it waited on a pipe for a writer"
+    return result[0]
+
+
+@pytest.mark.parametrize("name", [SUMMARY, IMAGES, io.METRICS, io.CONFIG])
+def test_a_run_file_that_is_a_pipe_is_refused_not_waited_on(two_scored_runs, tmp_path, name):
+    """Reading a pipe (or a device) named as a run's file waits for a writer that never comes: compare,
+    curves and reproduce --status each read only plain files, and say so in one line."""
+    runs = tmp_path / "runs"
+    run = Path(shutil.copytree(two_scored_runs[0], runs / "tiny"))
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    if name in (SUMMARY, IMAGES):
+        compare = ("compare", str(two_scored_runs[1]), str(run), "--num-points", "150")
+        result = _within(30, lambda: invoke(*compare))
+        assert_one_line_error(result, f"{run}: its evaluation files cannot be read", "not a regular file")
+    if name == io.METRICS:
+        result = _within(30, lambda: invoke("curves", str(run), "--out", str(tmp_path / "elbo.png")))
+        assert_one_line_error(result, f"cannot read {run / name}", "not a regular file")
+    if name in (io.METRICS, io.CONFIG):
+        cells = _within(30, lambda: _reproduce_module().status(run, 5000))
+        assert cells[2].startswith("unreadable (OSError(22, 'not a regular file'")
