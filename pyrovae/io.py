@@ -123,6 +123,10 @@ def save_checkpoint(path: Path, config: TrainConfig, state: dict[str, Any]) -> N
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tuple[TrainConfig, dict]:
     """Read a checkpoint written by :func:`save_checkpoint`; any other file is a :class:`UserError`."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"no checkpoint at {path}: it is a folder")
+    if _special(path):  # a pipe would block torch.load until something wrote to it
+        raise UserError(f"no checkpoint at {path}: not a regular file")
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
     try:

@@ -318,6 +318,15 @@ def test_evaluate_an_empty_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(invoke("evaluate", str(tmp_path)), "no checkpoint at")
 
 
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+def test_a_checkpoint_that_is_no_file_is_named_for_what_it_is(tmp_path, kind):
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.mkdir() if kind == "folder" else os.mkfifo(checkpoint)
+    said = "it is a folder" if kind == "folder" else "not a regular file"
+    for command in (["evaluate", str(tmp_path)], ["fit", "--resume", str(tmp_path)]):
+        assert_one_line_error(invoke(*command), f"no checkpoint at {checkpoint}: {said}")
+
+
 def test_evaluate_a_foreign_checkpoint_is_a_one_line_error(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
     assert_one_line_error(invoke("evaluate", str(tmp_path)), "not a readable pyrovae checkpoint")
