@@ -125,7 +125,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> tup
     path = Path(path)
     if path.is_dir():
         raise UserError(f"no checkpoint at {path}: it is a folder")
-    if _special(path):  # a pipe would block torch.load until something wrote to it
+    if _special(path):  # a pipe, device or socket: say so, not just that no checkpoint is here
         raise UserError(f"no checkpoint at {path}: not a regular file")
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
